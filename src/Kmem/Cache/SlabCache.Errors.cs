@@ -1,0 +1,41 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using Kmem.Slab;
+
+namespace Kmem;
+
+/// <summary>Reports of misuse. Cold and out of line, so the fast paths stay small.</summary>
+public sealed unsafe partial class SlabCache
+{
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowForeignPointer(void* obj, SlabHeader* slab)
+    {
+        if (_disposed)
+            ThrowDisposed(obj);
+        if (obj == null)
+            throw new SlabUsageException(Name, 0, $"cache '{Name}': Free(null)");
+        if (slab == null)
+            throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': 0x{(nint)obj:x} is not held by any slab of this allocator (never allocated, already returned, or foreign memory)");
+        string owner = slab->Kind == BlockKind.Large ? "a large kmalloc allocation" : $"cache '{SlabCacheRegistry.Get(slab->CacheIndex).Name}'";
+        throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': 0x{(nint)obj:x} belongs to {owner}, not to this cache");
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotObjectStart(void* obj, SlabHeader* slab)
+    {
+        long offset = (byte*)obj - (byte*)slab - _layout.ObjectOffset;
+        string where = offset < 0 || offset >= _span
+            ? "the slab's header or tail, not an object"
+            : $"{offset % _layout.Stride} bytes into object 0x{(nint)((byte*)obj - offset % _layout.Stride):x}";
+        throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': 0x{(nint)obj:x} is not the start of an object: it points into {where}");
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowDisposed(void* obj) =>
+        throw new SlabUsageException(Name, (nint)obj, obj == null
+            ? $"cache '{Name}' is disposed"
+            : $"cache '{Name}' is disposed: cannot free 0x{(nint)obj:x}");
+}

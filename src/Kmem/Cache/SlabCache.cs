@@ -1,0 +1,253 @@
+/*
+ * Lock order, outermost first (as mm/slub.c states its own). A thread holding one of
+ * these may take only those below it:
+ *
+ *   1. slab_mutex         SlabCacheRegistry: cache creation and disposal
+ *   2. sheaf_drain        per cache: one drainer (Shrink, Dispose) at a time
+ *   3. barn_lock          per cache: the store of full sheaves
+ *   4. list_lock          per cache: partial/full lists, slab free lists, counters
+ *
+ * Leaves, under which nothing is taken: the cache's sheaf-table lock (growing the
+ * per-thread table) and ThreadSlot's id lock.
+ *
+ * Not locks, and taking none: the page layer (an atomic byte count, a CAS to install
+ * a page-map leaf) and a thread's own sheaf, which its owner guards with the
+ * Busy/DrainRequested handshake (Sheaves/Sheaf.cs). The handshake's rule completes the
+ * order: an owner never waits for anything while its Busy is 1, so a drainer that
+ * waits for Busy == 0 while holding sheaf_drain cannot deadlock with it.
+ */
+
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Kmem.Locking;
+using Kmem.PageLayer;
+using Kmem.Sheaves;
+using Kmem.Slab;
+
+namespace Kmem;
+
+/// <summary>
+/// An object cache (kmem_cache): equal-sized objects carved from slabs, handed out
+/// through a per-thread sheaf with no lock and no shared atomic on the common path.
+/// </summary>
+/// <remarks>
+/// Layers: a thread's <see cref="Sheaf"/> → the cache's <see cref="Barn"/> of full
+/// sheaves (barn_lock) → partial slabs (list_lock) → the page layer. Objects parked in
+/// sheaves and the barn count as allocated by their slab; Shrink and Dispose drain
+/// them back, from idle and exited threads too.
+/// </remarks>
+public sealed unsafe partial class SlabCache : IDisposable
+{
+    private readonly SlabLayout _layout;
+    private readonly int _index;
+    private readonly uint _span;
+    private readonly bool _checked;
+
+    /// <summary>
+    /// Per-thread sheaves by <see cref="ThreadSlot"/> id; slot 0 is always null. Replaced
+    /// (never shrunk in place) when it grows; an empty table after Dispose sends every
+    /// call to the slow path, which reports the misuse.
+    /// </summary>
+    private Sheaf*[] _sheaves = new Sheaf*[1];
+
+    private SlabCache(string name, int objectSize, SlabCacheOptions options)
+    {
+        Name = name;
+        ObjectSize = objectSize;
+        Flags = options.Flags;
+        Align = EffectiveAlign(objectSize, options);
+        _checked = (Flags & SlabFlags.ConsistencyChecks) != 0;
+        int stride = SlabLayout.AlignUp(Math.Max(objectSize, sizeof(void*)), Align);
+        _layout = SlabLayout.Compute(stride, Align, freeLinkOffset: 0, withBitmap: _checked);
+        _span = (uint)_layout.Span;
+        SheafCapacity = Sheaf.CapacityFor(stride);
+        _barn = new Barn(SheafCapacity, stride);
+        _index = SlabCacheRegistry.Add(this);
+    }
+
+    /// <summary>Creates a cache of objects of <paramref name="objectSize"/> bytes (1 B to 128 KiB).</summary>
+    /// <exception cref="ArgumentException">Bad name, size or alignment.</exception>
+    /// <exception cref="NotSupportedException">A flag this version does not implement.</exception>
+    public static SlabCache Create(string name, int objectSize, SlabCacheOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentOutOfRangeException.ThrowIfLessThan(objectSize, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(objectSize, MaxObjectSize);
+        options ??= new SlabCacheOptions();
+        if (options.Align != 0 && (!SlabLayout.IsPowerOfTwo(options.Align) || options.Align > OsMemory.PageSize))
+            throw new ArgumentException($"cache '{name}': Align must be 0 or a power of two up to {OsMemory.PageSize}, not {options.Align}", nameof(options));
+        const SlabFlags implemented = SlabFlags.HwCacheAlign | SlabFlags.ConsistencyChecks | SlabFlags.NoMerge;
+        SlabFlags missing = options.Flags & ~implemented;
+        if (missing != 0)
+            throw new NotSupportedException($"cache '{name}': flags {missing} are not implemented yet");
+        return new SlabCache(name, objectSize, options);
+    }
+
+    /// <summary>Largest object size a cache accepts.</summary>
+    public const int MaxObjectSize = 128 * 1024;
+
+    public string Name { get; }
+
+    /// <summary>The object size asked for; every object has at least this many bytes.</summary>
+    public int ObjectSize { get; }
+
+    /// <summary>Alignment every object has.</summary>
+    public int Align { get; }
+
+    public SlabFlags Flags { get; }
+
+    /// <summary>Objects a per-thread sheaf holds.</summary>
+    public int SheafCapacity { get; }
+
+    internal int Index => _index;
+
+    internal int Stride => _layout.Stride;
+
+    public bool IsDisposed => _disposed;
+
+    /// <summary>Allocates one object; false when no memory could be had (page limit, fault, OS).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryAlloc(out void* obj)
+    {
+        obj = TryAllocFast();
+        if (obj == null)
+            obj = AllocSlow(throwOnFailure: false);
+        return obj != null;
+    }
+
+    /// <summary>Allocates one object.</summary>
+    /// <exception cref="SlabAllocationException">No memory could be had.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void* Alloc()
+    {
+        void* p = TryAllocFast();
+        return p != null ? p : AllocSlow(throwOnFailure: true);
+    }
+
+    /// <summary>
+    /// Fast path: pop from this thread's sheaf. Must not take a lock, use an atomic,
+    /// allocate, or call anything; on any doubt it returns null for the slow path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void* TryAllocFast()
+    {
+        Sheaf*[] table = _sheaves;
+        uint id = (uint)ThreadSlot.Id;
+        if (id < (uint)table.Length)
+        {
+            Sheaf* s = table[id];
+            if (s != null)
+            {
+                s->Busy = 1;
+                int n = s->Count - 1;
+                if (n >= 0 && Volatile.Read(ref s->DrainRequested) == 0)
+                {
+                    void* p = Sheaf.Objects(s)[n];
+                    s->Count = n;
+                    Volatile.Write(ref s->Busy, 0);
+                    return p;
+                }
+                Volatile.Write(ref s->Busy, 0);
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Frees an object of this cache.</summary>
+    /// <exception cref="SlabUsageException">
+    /// <paramref name="obj"/> is not an object of this cache (unknown address, another
+    /// cache's slab, not at an object boundary), the cache is disposed, or (with
+    /// <see cref="SlabFlags.ConsistencyChecks"/>) the object is already free.
+    /// </exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Free(void* obj)
+    {
+        SlabHeader* slab = PageMap.Lookup(obj);
+        if (slab == null || slab->CacheIndex != _index)
+            ThrowForeignPointer(obj, slab);
+        FreeInSlab(obj, slab);
+    }
+
+    /// <summary>
+    /// Frees <paramref name="obj"/>, known to lie in <paramref name="slab"/> of this cache.
+    /// Fast path: a boundary check and a push onto this thread's sheaf; no lock, no atomic.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void FreeInSlab(void* obj, SlabHeader* slab)
+    {
+        CheckObjectStart(obj, slab);
+
+        Sheaf*[] table = _sheaves;
+        uint id = (uint)ThreadSlot.Id;
+        if (id < (uint)table.Length)
+        {
+            Sheaf* s = table[id];
+            if (s != null)
+            {
+                s->Busy = 1;
+                int n = s->Count;
+                if (n < s->Capacity && Volatile.Read(ref s->DrainRequested) == 0)
+                {
+                    Sheaf.Objects(s)[n] = obj;
+                    s->Count = n + 1;
+                    Volatile.Write(ref s->Busy, 0);
+                    return;
+                }
+                Volatile.Write(ref s->Busy, 0);
+            }
+        }
+        FreeSlow(obj, slab);
+    }
+
+    /// <summary>Throws unless <paramref name="obj"/> is the start of an object slot of <paramref name="slab"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void CheckObjectStart(void* obj, SlabHeader* slab)
+    {
+        uint offset = (uint)((byte*)obj - (byte*)slab - _layout.ObjectOffset);
+        if (offset >= _span || !_layout.IsObjectBoundary(offset))
+            ThrowNotObjectStart(obj, slab);
+    }
+
+    /// <summary>
+    /// Fills <paramref name="objects"/> with new objects; returns how many it allocated
+    /// (fewer than asked only when memory ran out).
+    /// </summary>
+    public int AllocBulk(Span<nint> objects)
+    {
+        for (int i = 0; i < objects.Length; i++)
+        {
+            if (!TryAlloc(out void* p))
+                return i;
+            objects[i] = (nint)p;
+        }
+        return objects.Length;
+    }
+
+    /// <summary>Frees every object of <paramref name="objects"/>; each is checked as by <see cref="Free"/>.</summary>
+    public void FreeBulk(ReadOnlySpan<nint> objects)
+    {
+        foreach (nint p in objects)
+            Free((void*)p);
+    }
+
+    private static int EffectiveAlign(int objectSize, SlabCacheOptions options)
+    {
+        int align = Math.Max(options.Align, sizeof(void*));
+        if ((options.Flags & SlabFlags.HwCacheAlign) != 0)
+        {
+            // calculate_alignment(): a cache line, halved while the object fits in half.
+            int line = 64;
+            while (objectSize <= line / 2 && line > sizeof(void*))
+                line /= 2;
+            align = Math.Max(align, line);
+        }
+        return align;
+    }
+
+    [Conditional("DEBUG")]
+    private void AssertInvariants(SlabHeader* slab)
+    {
+        Debug.Assert(slab->Kind == BlockKind.Slab && slab->CacheIndex == _index, "slab of another cache");
+        Debug.Assert(slab->InUse >= 0 && slab->InUse <= _layout.Objects, "slab in-use count out of range");
+    }
+}

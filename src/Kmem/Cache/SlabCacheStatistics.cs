@@ -1,0 +1,39 @@
+namespace Kmem;
+
+/// <summary>
+/// A snapshot of one cache (a line of /proc/slabinfo). Counts read while other threads
+/// allocate are each exact for some instant but not all for the same one.
+/// </summary>
+/// <param name="ActiveObjects">Objects allocated to users now.</param>
+/// <param name="TotalObjects">Object slots in all slabs of the cache.</param>
+/// <param name="Slabs">Slabs held.</param>
+/// <param name="BytesHeld">Bytes of slab memory held.</param>
+/// <param name="ConstructorCalls">Objects constructed (0: the cache has no constructor).</param>
+/// <param name="ConstructorFailures">Constructor calls that failed.</param>
+/// <param name="DestructorCalls">Objects destructed.</param>
+/// <param name="ObjectSize">Object size asked for at creation.</param>
+/// <param name="Stride">Bytes between objects (size rounded up to the alignment).</param>
+/// <param name="ObjectsPerSlab">Object slots in one slab.</param>
+/// <param name="SlabSize">Bytes of one slab.</param>
+/// <param name="CachedObjects">Free objects parked in per-thread sheaves and the barn.</param>
+/// <param name="PartialSlabs">Slabs with at least one free object, empty ones included.</param>
+/// <param name="EmptySlabs">Slabs with no object allocated, kept for reuse.</param>
+/// <param name="SlabsAllocated">Slabs taken from the page layer over the cache's life.</param>
+/// <param name="SlabsFreed">Slabs given back to the page layer over the cache's life.</param>
+public readonly record struct SlabCacheStatistics(
+    long ActiveObjects,
+    long TotalObjects,
+    long Slabs,
+    long BytesHeld,
+    long ConstructorCalls,
+    long ConstructorFailures,
+    long DestructorCalls,
+    int ObjectSize = 0,
+    int Stride = 0,
+    int ObjectsPerSlab = 0,
+    int SlabSize = 0,
+    long CachedObjects = 0,
+    long PartialSlabs = 0,
+    long EmptySlabs = 0,
+    long SlabsAllocated = 0,
+    long SlabsFreed = 0);

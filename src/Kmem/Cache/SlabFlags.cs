@@ -1,0 +1,30 @@
+namespace Kmem;
+
+/// <summary>Cache flags, after SLAB_* in include/linux/slab.h.</summary>
+[Flags]
+public enum SlabFlags
+{
+    None = 0,
+    /// <summary>Align objects to a cache line (halved while the object fits in half, as SLUB does).</summary>
+    HwCacheAlign = 1 << 0,
+    /// <summary>Slab memory returned only after an RCU grace period. Not implemented yet.</summary>
+    TypesafeByRcu = 1 << 1,
+    /// <summary>Charge objects to the current memory group. Not implemented yet.</summary>
+    Account = 1 << 2,
+    /// <summary>Red zones around objects. Not implemented yet.</summary>
+    RedZone = 1 << 3,
+    /// <summary>Poison free objects. Not implemented yet.</summary>
+    Poison = 1 << 4,
+    /// <summary>Record the allocating and freeing caller. Not implemented yet.</summary>
+    StoreUser = 1 << 5,
+    /// <summary>
+    /// Check every free against an allocation bitmap: double frees and free-list
+    /// corruption are caught. Objects bypass the per-thread sheaves (as SLUB's debug
+    /// caches bypass the per-CPU fast path), so this costs a lock per operation.
+    /// </summary>
+    ConsistencyChecks = 1 << 6,
+    /// <summary>Randomise the free-list order of new slabs. Not implemented yet.</summary>
+    RandomizeFreelist = 1 << 7,
+    /// <summary>Never merge this cache with another.</summary>
+    NoMerge = 1 << 8,
+}

@@ -1,0 +1,204 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Kmem.PageLayer;
+using Kmem.Slab;
+
+namespace Kmem;
+
+/// <summary>
+/// General-purpose allocation by size (kmalloc): sizes up to <see cref="MaxCachedSize"/>
+/// come from the kmalloc-N slab caches, larger ones straight from the page layer.
+/// <see cref="Free"/> needs no size: the page map finds the block from the address.
+/// </summary>
+/// <remarks>
+/// Power-of-two sizes up to 4 KiB are naturally aligned; every object is at least
+/// 8-byte aligned; large allocations are 64 KiB aligned.
+/// </remarks>
+public static unsafe class Kmalloc
+{
+    /// <summary>Largest size served from a slab cache.</summary>
+    public const int MaxCachedSize = 8192;
+
+    // The kernel's kmalloc size classes (kmalloc_info[]).
+    private static readonly int[] s_sizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+
+    private static readonly SlabCache[] s_caches = CreateCaches();
+
+    /// <summary>Size class index by (size + 7) / 8, as the kernel's size_index[] table.</summary>
+    private static readonly byte[] s_classOf = BuildClassTable();
+
+    private static long s_largeBytes;
+    private static long s_largeCount;
+
+    /// <summary>The kmalloc-N caches, smallest first.</summary>
+    public static IReadOnlyList<SlabCache> Caches => s_caches;
+
+    /// <summary>Bytes of large allocations (above <see cref="MaxCachedSize"/>) live now.</summary>
+    public static long LargeBytes => Volatile.Read(ref s_largeBytes);
+
+    /// <summary>Large allocations live now.</summary>
+    public static long LargeAllocations => Volatile.Read(ref s_largeCount);
+
+    /// <summary>Allocates <paramref name="size"/> bytes (0 gives a unique minimal object).</summary>
+    /// <exception cref="SlabAllocationException">No memory could be had.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void* Alloc(nuint size)
+    {
+        if (size <= MaxCachedSize)
+            return s_caches[s_classOf[(int)((size + 7) >> 3)]].Alloc();
+        return AllocLarge(size, throwOnFailure: true);
+    }
+
+    /// <summary>Allocates <paramref name="size"/> bytes; false when no memory could be had.</summary>
+    public static bool TryAlloc(nuint size, out void* p)
+    {
+        if (size <= MaxCachedSize)
+            return s_caches[s_classOf[(int)((size + 7) >> 3)]].TryAlloc(out p);
+        p = AllocLarge(size, throwOnFailure: false);
+        return p != null;
+    }
+
+    /// <summary>Allocates <paramref name="size"/> bytes, all zero (every usable byte).</summary>
+    public static void* AllocZeroed(nuint size)
+    {
+        if (size > MaxCachedSize)
+            return AllocLarge(size, throwOnFailure: true);   // fresh mappings are zero
+        SlabCache cache = s_caches[s_classOf[(int)((size + 7) >> 3)]];
+        void* p = cache.Alloc();
+        NativeMemory.Clear(p, (nuint)cache.Stride);
+        return p;
+    }
+
+    /// <summary>Frees memory from any Kmalloc call (or any slab cache object, as kfree does). Null is a no-op.</summary>
+    /// <exception cref="SlabUsageException">An address this allocator does not hold, or not at an allocation's start.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Free(void* p)
+    {
+        if (p == null)
+            return;
+        SlabHeader* h = PageMap.Lookup(p);
+        if (h != null && h->Kind == BlockKind.Slab)
+        {
+            SlabCacheRegistry.Get(h->CacheIndex).FreeInSlab(p, h);
+            return;
+        }
+        FreeLarge(p, h);
+    }
+
+    /// <summary>Bytes usable at <paramref name="p"/> (at least what was asked; ksize). 0 for null.</summary>
+    public static nuint UsableSize(void* p)
+    {
+        if (p == null)
+            return 0;
+        SlabHeader* h = PageMap.Lookup(p);
+        if (h != null && h->Kind == BlockKind.Slab)
+        {
+            SlabCache cache = SlabCacheRegistry.Get(h->CacheIndex);
+            cache.CheckObjectStart(p, h);
+            return (nuint)cache.Stride;
+        }
+        return CheckLarge(p, h)->LargeSize;
+    }
+
+    /// <summary>
+    /// Resizes: null allocates, 0 frees and returns null; otherwise the contents up to the
+    /// smaller size are kept. Stays in place when the new size fits and would not waste
+    /// more than half. On failure throws and leaves <paramref name="p"/> allocated.
+    /// </summary>
+    public static void* Realloc(void* p, nuint size)
+    {
+        if (p == null)
+            return Alloc(size);
+        if (size == 0)
+        {
+            Free(p);
+            return null;
+        }
+        nuint usable = UsableSize(p);
+        if (size <= usable && size > usable / 2)
+            return p;
+        void* fresh = Alloc(size);
+        Buffer.MemoryCopy(p, fresh, size, Math.Min(usable, size));
+        Free(p);
+        return fresh;
+    }
+
+    private static void* AllocLarge(nuint size, bool throwOnFailure)
+    {
+        nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
+        void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal);
+        if (block == null)
+        {
+            if (throwOnFailure)
+            {
+                var reason = refusal switch
+                {
+                    Pages.Refusal.Limit => AllocationFailure.PageLimit,
+                    Pages.Refusal.Injected => AllocationFailure.InjectedFault,
+                    _ => AllocationFailure.OutOfMemory,
+                };
+                throw new SlabAllocationException("kmalloc-large", reason, size);
+            }
+            return null;
+        }
+        var h = (SlabHeader*)NativeMemory.AllocZeroed((nuint)sizeof(SlabHeader));
+        h->Kind = BlockKind.Large;
+        h->CacheIndex = -1;
+        h->Block = (byte*)block;
+        h->BlockSize = rounded;
+        h->LargeSize = rounded;
+        PageMap.Set(block, rounded, h);
+        Interlocked.Add(ref s_largeBytes, (long)rounded);
+        Interlocked.Increment(ref s_largeCount);
+        return block;
+    }
+
+    private static void FreeLarge(void* p, SlabHeader* h)
+    {
+        CheckLarge(p, h);
+        PageMap.Clear(h->Block, h->BlockSize);
+        Pages.FreeBlock(h->Block, h->BlockSize);
+        Interlocked.Add(ref s_largeBytes, -(long)h->BlockSize);
+        Interlocked.Decrement(ref s_largeCount);
+        NativeMemory.Free(h);
+    }
+
+    private static SlabHeader* CheckLarge(void* p, SlabHeader* h)
+    {
+        if (h == null)
+            ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not held by any slab of this allocator (never allocated, already freed, or foreign memory)");
+        if (p != h->Block)
+            ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not the start of an allocation: it points {(byte*)p - h->Block} bytes into the large allocation at 0x{(nint)h->Block:x}");
+        return h;
+    }
+
+    [DoesNotReturn]
+    private static void ThrowUsage(void* p, string message) => throw new SlabUsageException("kmalloc", (nint)p, message);
+
+    private static SlabCache[] CreateCaches()
+    {
+        var caches = new SlabCache[s_sizes.Length];
+        for (int i = 0; i < s_sizes.Length; i++)
+        {
+            int size = s_sizes[i];
+            // Natural alignment for powers of two, as the kernel guarantees (up to a page).
+            int align = int.IsPow2(size) ? Math.Min(size, OsMemory.PageSize) : 8;
+            caches[i] = SlabCache.Create($"kmalloc-{size}", size, new SlabCacheOptions { Align = align });
+        }
+        return caches;
+    }
+
+    private static byte[] BuildClassTable()
+    {
+        var table = new byte[MaxCachedSize / 8 + 1];
+        int c = 0;
+        for (int slot = 0; slot < table.Length; slot++)
+        {
+            while (s_sizes[c] < slot * 8)
+                c++;
+            table[slot] = (byte)c;
+        }
+        return table;
+    }
+}

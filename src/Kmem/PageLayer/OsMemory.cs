@@ -1,0 +1,64 @@
+using System.Runtime.InteropServices;
+
+namespace Kmem.PageLayer;
+
+/// <summary>
+/// Naturally aligned anonymous mappings straight from the OS. On Linux this is
+/// mmap/munmap, so a freed block really leaves the process (RSS and VMA); elsewhere
+/// it falls back to NativeMemory.AlignedAlloc.
+/// </summary>
+internal static unsafe partial class OsMemory
+{
+    public const int PageSize = 4096;
+
+    private const int ProtRead = 1, ProtWrite = 2;
+    private const int MapPrivate = 0x02, MapAnonymous = 0x20;
+
+    private static readonly bool s_useMmap = OperatingSystem.IsLinux();
+
+    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    private static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
+    private static partial int Munmap(nint addr, nuint length);
+
+    /// <summary>
+    /// Maps <paramref name="size"/> bytes aligned to <paramref name="align"/> (a power of
+    /// two). Returns null when the OS refuses. Both must be multiples of the page size.
+    /// </summary>
+    public static void* Map(nuint size, nuint align)
+    {
+        if (!s_useMmap)
+        {
+            try { return NativeMemory.AlignedAlloc(size, align); }
+            catch (OutOfMemoryException) { return null; }
+        }
+
+        // Over-map by (align - page) and trim both ends: the kernel gives page
+        // alignment only, and a block must never share a page-map granule with another.
+        nuint extra = align > PageSize ? align - PageSize : 0;
+        nint raw = Mmap(0, size + extra, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+        if (raw == -1)
+            return null;
+        nuint start = ((nuint)raw + align - 1) & ~(align - 1);
+        nuint head = start - (nuint)raw;
+        nuint tail = extra - head;
+        if (head != 0)
+            Munmap(raw, head);
+        if (tail != 0)
+            Munmap((nint)(start + size), tail);
+        return (void*)start;
+    }
+
+    public static void Unmap(void* block, nuint size)
+    {
+        if (!s_useMmap)
+        {
+            NativeMemory.AlignedFree(block);
+            return;
+        }
+        int rc = Munmap((nint)block, size);
+        // munmap of a range we mapped cannot fail short of memory corruption.
+        System.Diagnostics.Debug.Assert(rc == 0, "munmap failed");
+    }
+}

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Kmem.Slab;
+
+namespace Kmem.PageLayer;
+
+/// <summary>
+/// Address → slab header in O(1) and without any lock: a two-level radix table over
+/// 64 KiB granules of the 48-bit user address space (the role of struct page /
+/// virt_to_slab in the kernel). Every block the page layer hands out is granule
+/// aligned, so a granule belongs to at most one block.
+/// </summary>
+/// <remarks>
+/// Invariants: an entry is non-null exactly while its granule lies inside a live slab
+/// or large block; entries are written only by the thread that maps or unmaps that
+/// block; leaves are installed with a CAS and never freed (512 KiB of virtual memory
+/// per 4 GiB of address space ever used).
+/// </remarks>
+internal static unsafe class PageMap
+{
+    public const int GranuleShift = 16;
+    public const nuint GranuleSize = (nuint)1 << GranuleShift;
+    private const int LeafBits = 32 - GranuleShift;
+    private const int RootBits = 48 - 32;
+
+    private static readonly SlabHeader*** s_root =
+        (SlabHeader***)NativeMemory.AllocZeroed((nuint)(1 << RootBits), (nuint)sizeof(nint));
+
+    /// <summary>The header of the block holding <paramref name="p"/>, or null if no block does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SlabHeader* Lookup(void* p)
+    {
+        // Hot path: two dependent loads, no lock, no atomic.
+        ulong a = (ulong)p;
+        if ((a >> 48) != 0)
+            return null;
+        SlabHeader** leaf = s_root[a >> 32];
+        if (leaf == null)
+            return null;
+        return leaf[(a >> GranuleShift) & ((1u << LeafBits) - 1)];
+    }
+
+    public static void Set(void* block, nuint size, SlabHeader* header)
+    {
+        Debug.Assert(((nuint)block & (GranuleSize - 1)) == 0, "block not granule aligned");
+        for (nuint g = (nuint)block; g < (nuint)block + size; g += GranuleSize)
+        {
+            ref SlabHeader* entry = ref Entry(g, create: true);
+            Debug.Assert(header == null || entry == null, "granule already mapped");
+            entry = header;
+        }
+    }
+
+    public static void Clear(void* block, nuint size)
+    {
+        for (nuint g = (nuint)block; g < (nuint)block + size; g += GranuleSize)
+            Entry(g, create: false) = null;
+    }
+
+    private static ref SlabHeader* Entry(nuint address, bool create)
+    {
+        ulong a = address;
+        Debug.Assert((a >> 48) == 0, "address beyond 48 bits");
+        SlabHeader*** slot = s_root + (a >> 32);
+        SlabHeader** leaf = *slot;
+        if (leaf == null)
+        {
+            Debug.Assert(create, "clearing a granule that was never mapped");
+            var fresh = (SlabHeader**)NativeMemory.AllocZeroed((nuint)(1 << LeafBits), (nuint)sizeof(nint));
+            leaf = (SlabHeader**)Interlocked.CompareExchange(ref *(nint*)slot, (nint)fresh, 0);
+            if (leaf == null)
+                leaf = fresh;
+            else
+                NativeMemory.Free(fresh);
+        }
+        return ref leaf[(a >> GranuleShift) & ((1u << LeafBits) - 1)];
+    }
+}

@@ -1,0 +1,47 @@
+using System.Runtime.InteropServices;
+
+namespace Kmem.Slab;
+
+internal enum BlockKind : int
+{
+    /// <summary>A slab: one block carved into equal objects of one cache.</summary>
+    Slab = 1,
+    /// <summary>A kmalloc allocation too large for a size class, straight from pages.</summary>
+    Large = 2,
+}
+
+internal enum SlabList : int
+{
+    /// <summary>Every object is out (in sheaves or with users): on no list, as in SLUB.</summary>
+    Full = 0,
+    /// <summary>Some objects free: on the cache's partial list.</summary>
+    Partial = 1,
+}
+
+/// <summary>
+/// The header of a block (struct slab). For a slab it lives in-band at the block's
+/// start; for a large allocation it is a separate native descriptor. The page map
+/// points every granule of the block here.
+/// </summary>
+/// <remarks>
+/// Fields above the line are fixed while the block lives and may be read without a
+/// lock; the rest belong to the owning cache's list_lock.
+/// </remarks>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct SlabHeader
+{
+    public BlockKind Kind;
+    /// <summary>Index of the owning cache in the cache registry; -1 for large blocks.</summary>
+    public int CacheIndex;
+    public byte* Block;
+    public nuint BlockSize;
+    /// <summary>Large blocks: bytes usable by the caller.</summary>
+    public nuint LargeSize;
+    // ---- list_lock ----
+    /// <summary>Objects not on this slab's freelist (with users or parked in sheaves).</summary>
+    public int InUse;
+    public SlabList List;
+    public void* Freelist;
+    public SlabHeader* Prev;
+    public SlabHeader* Next;
+}
