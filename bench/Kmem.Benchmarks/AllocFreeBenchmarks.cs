@@ -1,3 +1,4 @@
+using Kmem.Workloads;
 using System.Buffers;
 using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;

@@ -1,3 +1,4 @@
+using Kmem.Workloads;
 using BenchmarkDotNet.Attributes;
 using Kmem.PageLayer;
 using Kmem.Slab;

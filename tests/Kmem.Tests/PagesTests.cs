@@ -85,3 +85,61 @@ public unsafe class PageLimitTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Pages.Limit = -1);
     }
 }
+
+public unsafe class BlockCacheTests
+{
+    [Fact]
+    public void A_reused_large_block_is_zeroed_by_AllocZeroed()
+    {
+        for (int round = 0; round < 20; round++)
+        {
+            byte* dirty = (byte*)Kmalloc.Alloc(40_000);
+            new Span<byte>(dirty, 40_000).Fill(0xEE);
+            Kmalloc.Free(dirty);
+            byte* p = (byte*)Kmalloc.AllocZeroed(40_000);
+            Assert.True(new ReadOnlySpan<byte>(p, 40_000).IndexOfAnyExcept((byte)0) < 0, "AllocZeroed returned dirty bytes");
+            Kmalloc.Free(p);
+        }
+    }
+
+    [Fact]
+    public void Freed_blocks_are_cached_bounded_and_trimmed()
+    {
+        var blocks = new List<nint>();
+        for (int i = 0; i < 40; i++)
+            blocks.Add((nint)Kmalloc.Alloc(200_000));
+        foreach (nint p in blocks)
+            Kmalloc.Free((void*)p);
+        Assert.InRange(Pages.CachedBytes, 1, 8L << 20);
+        Pages.Trim();
+        // Other tests may free blocks meanwhile, but a trim empties what was there.
+        Assert.True(Pages.CachedBytes < 8L << 20);
+    }
+}
+
+[Collection(nameof(PageLimitCollection))]
+public unsafe class BlockCacheLimitTests
+{
+    [Fact]
+    public void At_the_limit_cached_blocks_are_given_back_before_refusing()
+    {
+        var blocks = new List<nint>();
+        for (int i = 0; i < 8; i++)
+            blocks.Add((nint)Kmalloc.Alloc(500_000));
+        foreach (nint p in blocks)
+            Kmalloc.Free((void*)p);
+        Assert.True(Pages.CachedBytes >= 500_000);
+        try
+        {
+            // Room for one more 1 MiB block only if the cache is given back first.
+            Pages.Limit = Pages.BytesHeld - Pages.CachedBytes + (1 << 20) + 4096;
+            void* p = Kmalloc.Alloc(1 << 20);
+            Assert.True(Pages.CachedBytes < 500_000);
+            Kmalloc.Free(p);
+        }
+        finally
+        {
+            Pages.Limit = 0;
+        }
+    }
+}

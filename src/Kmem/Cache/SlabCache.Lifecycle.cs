@@ -26,6 +26,7 @@ public sealed unsafe partial class SlabCache
                 UnlinkAllEmpty(ref release);
         }
         ReleaseSlabs(release);
+        Pages.Trim();
     }
 
     /// <summary>
@@ -78,6 +79,7 @@ public sealed unsafe partial class SlabCache
             _barn.Dispose();
         }
         ReleaseSlabs(release);
+        Pages.Trim();
         SlabCacheRegistry.Remove(_index);
     }
 

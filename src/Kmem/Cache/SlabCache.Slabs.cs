@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Kmem.Locking;
 using Kmem.PageLayer;
 using Kmem.Slab;
@@ -32,7 +33,7 @@ public sealed unsafe partial class SlabCache
     /// </summary>
     private SlabHeader* NewSlab(out Pages.Refusal refusal)
     {
-        var block = (byte*)Pages.AllocBlock((nuint)_layout.SlabSize, (nuint)_layout.SlabSize, out refusal);
+        var block = (byte*)Pages.AllocBlock((nuint)_layout.SlabSize, (nuint)_layout.SlabSize, out refusal, out bool zeroed);
         if (block == null)
             return null;
         var slab = (SlabHeader*)block;
@@ -48,7 +49,8 @@ public sealed unsafe partial class SlabCache
             *LinkOf(first + i * _layout.Stride) = first + (i + 1) * _layout.Stride;
         *LinkOf(first + (_layout.Objects - 1) * _layout.Stride) = null;
         slab->Freelist = first;
-        // The bitmap (ConsistencyChecks) is zero: a fresh mapping is zero-filled.
+        if (_checked && !zeroed)
+            NativeMemory.Clear(block + _layout.BitmapOffset, (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
 
         PageMap.Set(block, (nuint)_layout.SlabSize, slab);
         return slab;

@@ -47,7 +47,7 @@ public static unsafe class Kmalloc
     {
         if (size <= MaxCachedSize)
             return s_caches[s_classOf[(int)((size + 7) >> 3)]].Alloc();
-        return AllocLarge(size, throwOnFailure: true);
+        return AllocLarge(size, throwOnFailure: true, zero: false);
     }
 
     /// <summary>Allocates <paramref name="size"/> bytes; false when no memory could be had.</summary>
@@ -55,7 +55,7 @@ public static unsafe class Kmalloc
     {
         if (size <= MaxCachedSize)
             return s_caches[s_classOf[(int)((size + 7) >> 3)]].TryAlloc(out p);
-        p = AllocLarge(size, throwOnFailure: false);
+        p = AllocLarge(size, throwOnFailure: false, zero: false);
         return p != null;
     }
 
@@ -63,7 +63,7 @@ public static unsafe class Kmalloc
     public static void* AllocZeroed(nuint size)
     {
         if (size > MaxCachedSize)
-            return AllocLarge(size, throwOnFailure: true);   // fresh mappings are zero
+            return AllocLarge(size, throwOnFailure: true, zero: true);
         SlabCache cache = s_caches[s_classOf[(int)((size + 7) >> 3)]];
         void* p = cache.Alloc();
         NativeMemory.Clear(p, (nuint)cache.Stride);
@@ -124,10 +124,10 @@ public static unsafe class Kmalloc
         return fresh;
     }
 
-    private static void* AllocLarge(nuint size, bool throwOnFailure)
+    private static void* AllocLarge(nuint size, bool throwOnFailure, bool zero)
     {
         nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
-        void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal);
+        void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal, out bool zeroed);
         if (block == null)
         {
             if (throwOnFailure)
@@ -142,6 +142,8 @@ public static unsafe class Kmalloc
             }
             return null;
         }
+        if (zero && !zeroed)
+            NativeMemory.Clear(block, rounded);   // a reused block; fresh mappings are zero already
         var h = (SlabHeader*)NativeMemory.AllocZeroed((nuint)sizeof(SlabHeader));
         h->Kind = BlockKind.Large;
         h->CacheIndex = -1;

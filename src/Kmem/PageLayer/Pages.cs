@@ -45,6 +45,19 @@ public static unsafe class Pages
         }
     }
 
+    /// <summary>Bytes of freed blocks kept mapped for reuse (part of <see cref="BytesHeld"/>).</summary>
+    public static long CachedBytes => BlockCache.Bytes;
+
+    /// <summary>
+    /// Returns every cached free block to the OS. <see cref="SlabCache.Shrink"/> and
+    /// <see cref="SlabCache.Dispose"/> call it; so does an allocation that meets the limit.
+    /// </summary>
+    public static void Trim()
+    {
+        foreach (var (block, size) in BlockCache.TakeAll())
+            Unmap((void*)block, size);
+    }
+
     /// <summary>Restarts <see cref="PeakBytesHeld"/> from the bytes held now.</summary>
     public static void ResetPeak() => Volatile.Write(ref s_peakBytesHeld, BytesHeld);
 
@@ -70,10 +83,13 @@ public static unsafe class Pages
 
     /// <summary>
     /// A block of <paramref name="size"/> bytes aligned to <paramref name="align"/>, or
-    /// null with the reason. Takes no lock: accounting is one atomic add.
+    /// null with the reason. <paramref name="zeroed"/> tells whether it is a fresh
+    /// (all-zero) mapping or a reused one. Accounting is one atomic add; only reuse of a
+    /// cached block takes the page_cache leaf lock.
     /// </summary>
-    internal static void* AllocBlock(nuint size, nuint align, out Refusal refusal)
+    internal static void* AllocBlock(nuint size, nuint align, out Refusal refusal, out bool zeroed)
     {
+        zeroed = false;
         Debug.Assert(size % OsMemory.PageSize == 0 && (align & (align - 1)) == 0, "bad block geometry");
         if (t_failCountdown > 0 && --t_failCountdown == 0)
         {
@@ -82,14 +98,37 @@ public static unsafe class Pages
             return null;
         }
 
-        long held = Interlocked.Add(ref s_bytesHeld, (long)size);
-        long limit = Volatile.Read(ref s_limit);
-        if (limit != 0 && held > limit)
+        // Power-of-two blocks from 64 KiB up are mapped naturally aligned, whatever was
+        // asked, so that a cached one can serve any later request of its size.
+        if (nuint.IsPow2(size) && size >= PageMap.GranuleSize)
+            align = size;
+        if (BlockCache.IsCacheable(size))
         {
-            Interlocked.Add(ref s_bytesHeld, -(long)size);
-            refusal = Refusal.Limit;
-            Interlocked.Increment(ref s_failures);
-            return null;
+            void* cached = BlockCache.TryTake(size);
+            if (cached != null)
+            {
+                Debug.Assert(((nuint)cached & (align - 1)) == 0, "cached block misaligned for the request");
+                Interlocked.Increment(ref s_blockAllocations);
+                refusal = Refusal.None;
+                return cached;
+            }
+        }
+
+        // Cached free blocks count against the limit: at the limit, give them back first.
+        if (!TryCharge(size, out long held))
+        {
+            bool charged = false;
+            if (BlockCache.Bytes > 0)
+            {
+                Trim();
+                charged = TryCharge(size, out held);
+            }
+            if (!charged)
+            {
+                refusal = Refusal.Limit;
+                Interlocked.Increment(ref s_failures);
+                return null;
+            }
         }
 
         void* block = OsMemory.Map(size, align);
@@ -102,6 +141,7 @@ public static unsafe class Pages
         }
 
         Interlocked.Increment(ref s_blockAllocations);
+        zeroed = true;
         long peak;
         while (held > (peak = Volatile.Read(ref s_peakBytesHeld)) &&
                Interlocked.CompareExchange(ref s_peakBytesHeld, held, peak) != peak)
@@ -111,7 +151,25 @@ public static unsafe class Pages
         return block;
     }
 
+    /// <summary>Adds <paramref name="size"/> to the bytes held unless that passes the limit.</summary>
+    private static bool TryCharge(nuint size, out long held)
+    {
+        held = Interlocked.Add(ref s_bytesHeld, (long)size);
+        long limit = Volatile.Read(ref s_limit);
+        if (limit == 0 || held <= limit)
+            return true;
+        Interlocked.Add(ref s_bytesHeld, -(long)size);
+        return false;
+    }
+
     internal static void FreeBlock(void* block, nuint size)
+    {
+        if (BlockCache.IsCacheable(size) && BlockCache.TryPut(block, size))
+            return;
+        Unmap(block, size);
+    }
+
+    private static void Unmap(void* block, nuint size)
     {
         OsMemory.Unmap(block, size);
         long held = Interlocked.Add(ref s_bytesHeld, -(long)size);

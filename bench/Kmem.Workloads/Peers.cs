@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace Kmem.Benchmarks;
+namespace Kmem.Workloads;
 
 /// <summary>
 /// The floor: a bare thread-local free list, pop and push with plain loads and stores.
@@ -10,6 +10,13 @@ namespace Kmem.Benchmarks;
 public static unsafe class BareFreeList
 {
     [ThreadStatic] private static void* t_head;
+
+    /// <summary>Seeds this thread's list once.</summary>
+    public static void EnsureSeeded(int count, int size)
+    {
+        if (t_head == null)
+            Seed(count, size);
+    }
 
     public static void Seed(int count, int size)
     {
