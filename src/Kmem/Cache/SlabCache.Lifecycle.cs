@@ -43,27 +43,24 @@ public sealed unsafe partial class SlabCache
             if (_disposed)
                 return;
             DrainSheaves(ref release);
+            long live;
+            List<nint> named = [];
             using (_listLock.Scope())
             {
-                if (_objectsOut != 0)
-                {
-                    long live = _objectsOut;
-                    List<nint> named = LiveObjects(8);
-                    _listLock.Exit();
-                    try
-                    {
-                        ReleaseSlabs(release);
-                    }
-                    finally
-                    {
-                        _listLock.Enter();
-                    }
-                    string list = string.Join(", ", named.Select(a => $"0x{a:x}"));
-                    throw new SlabUsageException(Name, named.Count > 0 ? named[0] : 0,
-                        $"cache '{Name}': Dispose with {live} live object(s) ({list}{(live > named.Count ? ", ..." : "")}); free them first")
-                    { LiveObjects = live };
-                }
-                UnlinkAllEmpty(ref release);
+                live = _objectsOut;
+                if (live != 0)
+                    named = LiveObjects(8);
+                else
+                    UnlinkAllEmpty(ref release);
+            }
+            if (live != 0)
+            {
+                // Refuse, and leave the cache as it was: drained, but whole and usable.
+                ReleaseSlabs(release);
+                string list = string.Join(", ", named.Select(a => $"0x{a:x}"));
+                throw new SlabUsageException(Name, named.Count > 0 ? named[0] : 0,
+                    $"cache '{Name}': Dispose with {live} live object(s) ({list}{(live > named.Count ? ", ..." : "")}); free them first")
+                { LiveObjects = live };
             }
             lock (_sheafTableLock)
             {

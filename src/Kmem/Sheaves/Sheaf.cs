@@ -50,6 +50,9 @@ internal unsafe struct Sheaf
 
     public static void Destroy(Sheaf* s) => NativeMemory.AlignedFree(s);
 
-    /// <summary>Per-thread sheaf capacity for an object size: about 8 KiB of objects.</summary>
-    public static int CapacityFor(int stride) => Math.Clamp(8192 / stride, 16, 128);
+    /// <summary>
+    /// Per-thread sheaf capacity for an object size: up to 128 objects or about 16 KiB of
+    /// them, at least 4, so that idle threads of a cache of big objects park little.
+    /// </summary>
+    public static int CapacityFor(int stride) => Math.Clamp(16384 / stride, 4, 128);
 }
