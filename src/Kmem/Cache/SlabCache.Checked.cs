@@ -43,7 +43,7 @@ public sealed unsafe partial class SlabCache
             if (fresh == null)
             {
                 if (throwOnFailure)
-                    throw new SlabAllocationException(Name, ToFailure(refusal), (nuint)ObjectSize);
+                    throw new SlabAllocationException(Name, Pages.ToFailure(refusal), (nuint)ObjectSize);
                 return null;
             }
             AddNewSlab(fresh);

@@ -49,7 +49,7 @@ public sealed unsafe partial class SlabCache
             if (slab == null)
             {
                 if (throwOnFailure)
-                    throw new SlabAllocationException(Name, ToFailure(refusal), (nuint)ObjectSize);
+                    throw new SlabAllocationException(Name, Pages.ToFailure(refusal), (nuint)ObjectSize);
                 return null;
             }
             AddNewSlab(slab);
@@ -174,11 +174,4 @@ public sealed unsafe partial class SlabCache
             _barn.Clear();
         }
     }
-
-    private static AllocationFailure ToFailure(Pages.Refusal refusal) => refusal switch
-    {
-        Pages.Refusal.Limit => AllocationFailure.PageLimit,
-        Pages.Refusal.Injected => AllocationFailure.InjectedFault,
-        _ => AllocationFailure.OutOfMemory,
-    };
 }

@@ -131,15 +131,7 @@ public static unsafe class Kmalloc
         if (block == null)
         {
             if (throwOnFailure)
-            {
-                var reason = refusal switch
-                {
-                    Pages.Refusal.Limit => AllocationFailure.PageLimit,
-                    Pages.Refusal.Injected => AllocationFailure.InjectedFault,
-                    _ => AllocationFailure.OutOfMemory,
-                };
-                throw new SlabAllocationException("kmalloc-large", reason, size);
-            }
+                throw new SlabAllocationException("kmalloc-large", Pages.ToFailure(refusal), size);
             return null;
         }
         if (zero && !zeroed)

@@ -81,6 +81,14 @@ public static unsafe class Pages
 
     internal enum Refusal { None, Limit, Injected, Os }
 
+    /// <summary>The public reason for a refused block.</summary>
+    internal static AllocationFailure ToFailure(Refusal refusal) => refusal switch
+    {
+        Refusal.Limit => AllocationFailure.PageLimit,
+        Refusal.Injected => AllocationFailure.InjectedFault,
+        _ => AllocationFailure.OutOfMemory,
+    };
+
     /// <summary>
     /// A block of <paramref name="size"/> bytes aligned to <paramref name="align"/>, or
     /// null with the reason. <paramref name="zeroed"/> tells whether it is a fresh
