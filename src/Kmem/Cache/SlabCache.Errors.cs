@@ -15,7 +15,7 @@ public sealed unsafe partial class SlabCache
             ThrowDisposed(obj);
         if (obj == null)
             throw new SlabUsageException(Name, 0, $"cache '{Name}': Free(null)");
-        if (slab == null)
+        if (slab == null || (byte*)obj < slab->Block || (byte*)obj >= slab->Block + slab->BlockSize)
             throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': 0x{(nint)obj:x} is not held by any slab of this allocator (never allocated, already returned, or foreign memory)");
         string owner = slab->Kind == BlockKind.Large ? "a large kmalloc allocation" : $"cache '{SlabCacheRegistry.Get(slab->CacheIndex).Name}'";
         throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': 0x{(nint)obj:x} belongs to {owner}, not to this cache");

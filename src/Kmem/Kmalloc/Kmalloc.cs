@@ -160,7 +160,9 @@ public static unsafe class Kmalloc
 
     private static SlabHeader* CheckLarge(void* p, SlabHeader* h)
     {
-        if (h == null)
+        // A block smaller than its 64 KiB granule leaves the rest of the granule mapped to
+        // it in the page map: an address past the block's end is not ours.
+        if (h == null || (byte*)p >= h->Block + h->BlockSize)
             ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not held by any slab of this allocator (never allocated, already freed, or foreign memory)");
         if (p != h->Block)
             ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not the start of an allocation: it points {(byte*)p - h->Block} bytes into the large allocation at 0x{(nint)h->Block:x}");
