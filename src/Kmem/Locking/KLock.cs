@@ -1,44 +1,66 @@
 namespace Kmem.Locking;
 
 /// <summary>
-/// A named mutex (kernel: a spinlock or mutex with a lockdep class). The name is the
-/// lock class in the lock order of docs/design.md; acquisitions and contended
-/// acquisitions are counted, under the lock itself, so counting costs no atomic.
+/// A named mutex (kernel: a mutex or a non-leaf spinlock with a lockdep class). The name
+/// is the lock class in the lock order of docs/design.md. Acquisitions and contended
+/// acquisitions are counted under the lock itself, so counting costs no atomic. With
+/// <see cref="LockValidator"/> on, every acquisition is checked against the lock rules.
 /// </summary>
-internal sealed class KLock
+/// <remarks>Not a leaf: locks may be taken while it is held, so a destructor may not take it.</remarks>
+public sealed class KLock : IValidatedLock
 {
     private readonly Lock _lock = new();
     private long _acquired;
     private long _contended;
 
-    public KLock(string className) => ClassName = className;
+    public KLock(string className)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(className);
+        ClassName = className;
+    }
 
-    /// <summary>The lock class, as the lock order names it.</summary>
+    /// <inheritdoc/>
     public string ClassName { get; }
+
+    /// <inheritdoc/>
+    public bool IsLeaf => false;
 
     public long Acquired => Volatile.Read(ref _acquired);
     public long Contended => Volatile.Read(ref _contended);
 
     public void Enter()
     {
+        if (LockValidator.Enabled)
+            LockValidator.BeforeAcquire(this, tryLock: false);
         if (!_lock.TryEnter())
         {
             _lock.Enter();
             _contended++;
         }
         _acquired++;
+        if (LockValidator.Enabled)
+            LockValidator.Acquired(this);
     }
 
     /// <summary>Takes the lock only if nobody holds it (never waits).</summary>
     public bool TryEnter()
     {
+        if (LockValidator.Enabled)
+            LockValidator.BeforeAcquire(this, tryLock: true);
         if (!_lock.TryEnter())
             return false;
         _acquired++;
+        if (LockValidator.Enabled)
+            LockValidator.Acquired(this);
         return true;
     }
 
-    public void Exit() => _lock.Exit();
+    public void Exit()
+    {
+        if (LockValidator.Enabled)
+            LockValidator.Released(this);
+        _lock.Exit();
+    }
 
     public bool IsHeldByCurrentThread => _lock.IsHeldByCurrentThread;
 
@@ -48,6 +70,8 @@ internal sealed class KLock
         Enter();
         return new Held(this);
     }
+
+    public override string ToString() => $"KLock '{ClassName}'";
 
     public readonly ref struct Held
     {

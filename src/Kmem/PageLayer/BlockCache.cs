@@ -20,7 +20,7 @@ internal static unsafe class BlockCache
     public const int MaxPerSize = 16;
     public const long MaxBytes = 8L << 20;
 
-    private static readonly Lock s_lock = new();
+    private static readonly Kmem.Locking.LeafSpinLock s_lock = new("page_cache");
     private static readonly nint[][] s_blocks = new nint[MaxPages + 1][];
     private static readonly int[] s_counts = new int[MaxPages + 1];
     private static long s_bytes;
@@ -33,7 +33,7 @@ internal static unsafe class BlockCache
     public static void* TryTake(nuint size)
     {
         int pages = (int)(size / OsMemory.PageSize);
-        lock (s_lock)
+        using (s_lock.Scope())
         {
             if (s_counts[pages] == 0)
                 return null;
@@ -47,7 +47,7 @@ internal static unsafe class BlockCache
         Debug.Assert(!nuint.IsPow2(size) || size < PageMap.GranuleSize || ((nuint)block & (size - 1)) == 0,
             "a cached power-of-two block must be naturally aligned");
         int pages = (int)(size / OsMemory.PageSize);
-        lock (s_lock)
+        using (s_lock.Scope())
         {
             if (s_counts[pages] == MaxPerSize || s_bytes + (long)size > MaxBytes)
                 return false;
@@ -61,7 +61,7 @@ internal static unsafe class BlockCache
     public static List<(nint Block, nuint Size)> TakeAll()
     {
         var all = new List<(nint, nuint)>();
-        lock (s_lock)
+        using (s_lock.Scope())
         {
             for (int pages = 1; pages <= MaxPages; pages++)
             {

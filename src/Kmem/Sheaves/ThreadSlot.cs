@@ -13,7 +13,7 @@ internal static class ThreadSlot
 {
     [ThreadStatic] private static Holder? t_holder;
 
-    private static readonly Lock s_lock = new();
+    private static readonly Kmem.Locking.LeafSpinLock s_lock = new("thread_slot");
     private static readonly Stack<int> s_free = new();
     private static int s_next;
 
@@ -32,7 +32,7 @@ internal static class ThreadSlot
         if (ThreadSlotId.Value != 0)
             return ThreadSlotId.Value;
         int id;
-        lock (s_lock)
+        using (s_lock.Scope())
             id = s_free.Count > 0 ? s_free.Pop() : ++s_next;
         t_holder = new Holder(id);
         ThreadSlotId.Value = id;
@@ -43,7 +43,7 @@ internal static class ThreadSlot
     {
         ~Holder()
         {
-            lock (s_lock)
+            using (s_lock.Scope())
                 s_free.Push(id);
         }
     }

@@ -1,0 +1,91 @@
+namespace Kmem.Locking;
+
+/// <summary>
+/// A leaf spinlock: no lock may be taken while it is held (the thread's rule for slab
+/// destructors: they may take only leaf locks). Hold it for a few instructions, never
+/// across an allocation, a callback or a wait. Not reentrant.
+/// </summary>
+/// <remarks>
+/// With <see cref="LockValidator"/> on, taking any lock while holding one, or taking one
+/// recursively, throws <see cref="LockValidationException"/> naming both.
+/// </remarks>
+public sealed class LeafSpinLock : IValidatedLock
+{
+    private int _state;
+    private int _owner;
+    private long _acquired;
+    private long _contended;
+
+    public LeafSpinLock(string className)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(className);
+        ClassName = className;
+    }
+
+    /// <inheritdoc/>
+    public string ClassName { get; }
+
+    /// <inheritdoc/>
+    public bool IsLeaf => true;
+
+    public long Acquired => Volatile.Read(ref _acquired);
+    public long Contended => Volatile.Read(ref _contended);
+
+    public bool IsHeldByCurrentThread => Volatile.Read(ref _owner) == Environment.CurrentManagedThreadId;
+
+    public void Enter()
+    {
+        if (LockValidator.Enabled)
+            LockValidator.BeforeAcquire(this, tryLock: false);
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+        {
+            var wait = new SpinWait();
+            do
+                wait.SpinOnce();
+            while (Volatile.Read(ref _state) != 0 || Interlocked.CompareExchange(ref _state, 1, 0) != 0);
+            _contended++;
+        }
+        _acquired++;
+        _owner = Environment.CurrentManagedThreadId;
+        if (LockValidator.Enabled)
+            LockValidator.Acquired(this);
+    }
+
+    /// <summary>Takes the lock only if it is free (never spins).</summary>
+    public bool TryEnter()
+    {
+        if (LockValidator.Enabled)
+            LockValidator.BeforeAcquire(this, tryLock: true);
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+            return false;
+        _acquired++;
+        _owner = Environment.CurrentManagedThreadId;
+        if (LockValidator.Enabled)
+            LockValidator.Acquired(this);
+        return true;
+    }
+
+    public void Exit()
+    {
+        if (LockValidator.Enabled)
+            LockValidator.Released(this);
+        _owner = 0;
+        Volatile.Write(ref _state, 0);
+    }
+
+    /// <summary><c>using (x.Scope())</c> form of Enter/Exit.</summary>
+    public Held Scope()
+    {
+        Enter();
+        return new Held(this);
+    }
+
+    public override string ToString() => $"LeafSpinLock '{ClassName}'";
+
+    public readonly ref struct Held
+    {
+        private readonly LeafSpinLock _owner;
+        internal Held(LeafSpinLock owner) => _owner = owner;
+        public void Dispose() => _owner.Exit();
+    }
+}
