@@ -8,7 +8,7 @@ public unsafe class BadInputTests
     [Fact]
     public void Freeing_memory_no_slab_holds_is_refused()
     {
-        using var cache = SlabCache.Create("foreign", 64);
+        using var cache = SlabCache.Create("foreign", 64, TestOptions.Unmerged);
         void* native = NativeMemory.Alloc(64);
         try
         {
@@ -36,8 +36,8 @@ public unsafe class BadInputTests
     [Fact]
     public void Freeing_into_the_wrong_cache_is_refused_and_the_object_stays_valid()
     {
-        using var a = SlabCache.Create("cache-a", 64);
-        using var b = SlabCache.Create("cache-b", 64);
+        using var a = SlabCache.Create("cache-a", 64, TestOptions.Unmerged);
+        using var b = SlabCache.Create("cache-b", 64, TestOptions.Unmerged);
         long* p = (long*)a.Alloc();
         *p = 0x1234;
         var e = Assert.Throws<SlabUsageException>(() => b.Free(p));
@@ -53,7 +53,7 @@ public unsafe class BadInputTests
     [Fact]
     public void Freeing_a_pointer_inside_an_object_is_refused()
     {
-        using var cache = SlabCache.Create("interior", 48);
+        using var cache = SlabCache.Create("interior", 48, TestOptions.Unmerged);
         byte* p = (byte*)cache.Alloc();
         var e = Assert.Throws<SlabUsageException>(() => cache.Free(p + 8));
         Assert.Contains("not the start of an object", e.Message);
@@ -70,7 +70,7 @@ public unsafe class BadInputTests
     [Fact]
     public void Use_after_Dispose_is_refused()
     {
-        var cache = SlabCache.Create("disposed", 32);
+        var cache = SlabCache.Create("disposed", 32, TestOptions.Unmerged);
         void* p = cache.Alloc();
         cache.Free(p);
         cache.Dispose();
@@ -86,7 +86,7 @@ public unsafe class BadInputTests
     [Fact]
     public void Dispose_with_live_objects_names_them_and_leaves_the_cache_usable()
     {
-        var cache = SlabCache.Create("leaky", 64);
+        var cache = SlabCache.Create("leaky", 64, TestOptions.Unmerged);
         var objects = new nint[300];
         cache.AllocBulk(objects);
         cache.FreeBulk(objects.AsSpan(2));
@@ -108,7 +108,7 @@ public unsafe class BadInputTests
     [Fact]
     public void ConsistencyChecks_catch_every_double_free()
     {
-        using var cache = SlabCache.Create("checked", 64, new SlabCacheOptions { Flags = SlabFlags.ConsistencyChecks });
+        var cache = SlabCache.Create("checked", 64, new SlabCacheOptions { Flags = SlabFlags.ConsistencyChecks });
         var objects = new nint[2000];
         cache.AllocBulk(objects);
         var rng = new Random(7);
@@ -121,12 +121,15 @@ public unsafe class BadInputTests
             Assert.Equal(p, e.Address);
             Assert.Equal("checked", e.CacheName);
         }
-        // Nothing was corrupted: every object comes back exactly once.
+        // Nothing was corrupted: 2000 distinct objects come back, and free cleanly. (Not
+        // necessarily the same addresses: emptied slabs went back to the page layer, whose
+        // blocks tests running in parallel may take.)
         var again = new nint[2000];
-        cache.AllocBulk(again);
+        Assert.Equal(2000, cache.AllocBulk(again));
         Assert.Equal(again.Length, again.Distinct().Count());
-        Assert.Equal(objects.ToHashSet(), again.ToHashSet());
+        Assert.Equal(2000, cache.GetStatistics().ActiveObjects);
         cache.FreeBulk(again);
+        cache.Dispose();
     }
 
     [Fact]
@@ -147,7 +150,7 @@ public unsafe class BadInputTests
     [Fact]
     public void An_address_past_a_small_large_block_is_not_held_by_it()
     {
-        using var cache = SlabCache.Create("past-large", 64);
+        using var cache = SlabCache.Create("past-large", 64, TestOptions.Unmerged);
         byte* big = (byte*)Kmalloc.Alloc(12_000);   // 12 KiB block in a 64 KiB granule
         byte* past = big + Kmalloc.UsableSize(big);
         var e = Assert.Throws<SlabUsageException>(() => Kmalloc.Free(past));

@@ -15,7 +15,7 @@ public unsafe class ConcurrencyTests
         const int threads = 4;
         const int perThread = 150_000;
         int[] sizes = [8, 24, 64, 100, 256, 700, 2048, 5000];
-        var caches = sizes.Select(s => SlabCache.Create($"stress-{s}", s)).ToArray();
+        var caches = sizes.Select(s => SlabCache.Create($"stress-{s}", s, TestOptions.Unmerged)).ToArray();
         var queues = Enumerable.Range(0, threads).Select(_ => new BlockingCollection<(nint, int, uint)>(4096)).ToArray();
         var errors = new ConcurrentQueue<string>();
 
@@ -98,7 +98,7 @@ public unsafe class ConcurrencyTests
     [Fact]
     public void Shrink_reaches_objects_parked_by_threads_that_have_exited()
     {
-        using var cache = SlabCache.Create("exited-threads", 128);
+        using var cache = SlabCache.Create("exited-threads", 128, TestOptions.Unmerged);
         var threads = Enumerable.Range(0, 6).Select(_ => new Thread(() =>
         {
             // Leave a partly filled sheaf behind: allocate a few slabs' worth, free all.
@@ -121,7 +121,7 @@ public unsafe class ConcurrencyTests
     [Fact]
     public void Shrink_reaches_sheaves_of_idle_live_threads_while_they_wait()
     {
-        using var cache = SlabCache.Create("idle-threads", 64);
+        using var cache = SlabCache.Create("idle-threads", 64, TestOptions.Unmerged);
         using var parked = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
         var idle = new Thread(() =>
@@ -148,7 +148,7 @@ public unsafe class ConcurrencyTests
     [Fact]
     public void Shrink_and_statistics_run_safely_beside_busy_threads()
     {
-        using var cache = SlabCache.Create("shrink-under-load", 96);
+        using var cache = SlabCache.Create("shrink-under-load", 96, TestOptions.Unmerged);
         using var stop = new CancellationTokenSource();
         long checksFailed = 0;
         var workers = Enumerable.Range(0, 3).Select(t => new Thread(() =>
@@ -194,7 +194,7 @@ public unsafe class ConcurrencyTests
     [Fact]
     public void Thread_churn_reuses_thread_slots_instead_of_growing_without_bound()
     {
-        using var cache = SlabCache.Create("churn", 32);
+        using var cache = SlabCache.Create("churn", 32, TestOptions.Unmerged);
         int maxBefore = Sheaves.ThreadSlot.MaxId;
         for (int round = 0; round < 40; round++)
         {

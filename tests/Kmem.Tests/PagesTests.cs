@@ -9,7 +9,7 @@ public unsafe class FaultInjectionTests
     [Fact]
     public void The_nth_block_allocation_of_this_thread_fails_cleanly()
     {
-        using var cache = SlabCache.Create("fault", 4096);
+        using var cache = SlabCache.Create("fault", 4096, TestOptions.Unmerged);
         int perSlab = cache.GetStatistics().ObjectsPerSlab;
         var objects = new List<nint>();
         using (Pages.FailNthAllocation(2))
@@ -39,7 +39,7 @@ public unsafe class FaultInjectionTests
     [Fact]
     public void Alloc_throws_naming_the_cache_and_the_reason()
     {
-        using var cache = SlabCache.Create("fault-throw", 100);
+        using var cache = SlabCache.Create("fault-throw", 100, TestOptions.Unmerged);
         using (Pages.FailNthAllocation(1))
         {
             var e = Assert.Throws<SlabAllocationException>(() => cache.Alloc());
@@ -57,7 +57,7 @@ public unsafe class PageLimitTests
     [Fact]
     public void Allocation_past_the_limit_fails_and_nothing_held_is_lost()
     {
-        using var cache = SlabCache.Create("limited", 1024);
+        using var cache = SlabCache.Create("limited", 1024, TestOptions.Unmerged);
         var objects = new List<nint>();
         try
         {

@@ -18,7 +18,7 @@ public unsafe class SlabCacheTests
     [InlineData(SlabCache.MaxObjectSize)]
     public void Objects_are_distinct_aligned_writable_and_come_back(int size)
     {
-        using var cache = SlabCache.Create($"sizes-{size}", size);
+        using var cache = SlabCache.Create($"sizes-{size}", size, TestOptions.Unmerged);
         var seen = new HashSet<nint>();
         var objects = new List<nint>();
         int count = Math.Max(50, 3 * cache.GetStatistics().ObjectsPerSlab + 1 + 3 * cache.SheafCapacity);
@@ -54,7 +54,7 @@ public unsafe class SlabCacheTests
     [InlineData(300, 4096)]
     public void Align_is_honoured(int size, int align)
     {
-        using var cache = SlabCache.Create($"align-{size}-{align}", size, new SlabCacheOptions { Align = align });
+        using var cache = SlabCache.Create($"align-{size}-{align}", size, new SlabCacheOptions { Align = align, Flags = SlabFlags.NoMerge });
         var objects = new nint[200];
         for (int i = 0; i < objects.Length; i++)
         {
@@ -71,7 +71,7 @@ public unsafe class SlabCacheTests
     [InlineData(200, 64)]
     public void HwCacheAlign_aligns_to_the_cache_line_halved_for_small_objects(int size, int expected)
     {
-        using var cache = SlabCache.Create($"hwalign-{size}", size, new SlabCacheOptions { Flags = SlabFlags.HwCacheAlign });
+        using var cache = SlabCache.Create($"hwalign-{size}", size, new SlabCacheOptions { Flags = SlabFlags.HwCacheAlign | SlabFlags.NoMerge });
         Assert.Equal(expected, cache.Align);
         void* p = cache.Alloc();
         Assert.Equal(0, (nint)p % expected);
@@ -81,11 +81,11 @@ public unsafe class SlabCacheTests
     [Fact]
     public void Bad_arguments_to_Create_are_refused()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => SlabCache.Create("zero", 0));
-        Assert.Throws<ArgumentOutOfRangeException>(() => SlabCache.Create("huge", SlabCache.MaxObjectSize + 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SlabCache.Create("zero", 0, TestOptions.Unmerged));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SlabCache.Create("huge", SlabCache.MaxObjectSize + 1, TestOptions.Unmerged));
         Assert.Throws<ArgumentException>(() => SlabCache.Create("odd-align", 64, new SlabCacheOptions { Align = 24 }));
         Assert.Throws<ArgumentException>(() => SlabCache.Create("big-align", 64, new SlabCacheOptions { Align = 8192 }));
-        Assert.Throws<ArgumentException>(() => SlabCache.Create(" ", 64));
+        Assert.Throws<ArgumentException>(() => SlabCache.Create(" ", 64, TestOptions.Unmerged));
         var e = Assert.Throws<NotSupportedException>(() => SlabCache.Create("rcu", 64, new SlabCacheOptions { Flags = SlabFlags.TypesafeByRcu }));
         Assert.Contains("TypesafeByRcu", e.Message);
     }
@@ -93,7 +93,7 @@ public unsafe class SlabCacheTests
     [Fact]
     public void Bulk_allocation_fills_the_span_and_bulk_free_returns_all()
     {
-        using var cache = SlabCache.Create("bulk", 48);
+        using var cache = SlabCache.Create("bulk", 48, TestOptions.Unmerged);
         var objects = new nint[5000];
         Assert.Equal(objects.Length, cache.AllocBulk(objects));
         Assert.Equal(objects.Length, objects.Distinct().Count());
@@ -105,7 +105,7 @@ public unsafe class SlabCacheTests
     [Fact]
     public void Memory_freed_and_shrunk_goes_back_to_the_OS()
     {
-        using var cache = SlabCache.Create("return-to-os", 64);
+        using var cache = SlabCache.Create("return-to-os", 64, TestOptions.Unmerged);
         var objects = new nint[100_000];
         cache.AllocBulk(objects);
         var stats = cache.GetStatistics();
@@ -122,7 +122,7 @@ public unsafe class SlabCacheTests
     [Fact]
     public void Contents_survive_while_other_objects_come_and_go()
     {
-        using var cache = SlabCache.Create("contents", 40);
+        using var cache = SlabCache.Create("contents", 40, TestOptions.Unmerged);
         var rng = new Random(42);
         var live = new Dictionary<nint, int>();
         for (int step = 0; step < 200_000; step++)

@@ -11,7 +11,7 @@ public unsafe class TypedCacheTests
     [Fact]
     public void Typed_cache_hands_out_T_pointers_and_checks_frees()
     {
-        using var cache = new SlabCache<Particle>("particles");
+        using var cache = new SlabCache<Particle>("particles", TestOptions.Unmerged);
         Assert.Equal(sizeof(Particle), cache.Cache.ObjectSize);
         Particle* p = cache.Alloc();
         *p = new Particle { X = 1, Y = 2, Z = 3, Id = 7 };

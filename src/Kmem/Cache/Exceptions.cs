@@ -9,6 +9,8 @@ public enum AllocationFailure
     InjectedFault,
     /// <summary>The OS refused to map memory.</summary>
     OutOfMemory,
+    /// <summary>The cache's constructor failed on an object of the new slab.</summary>
+    ConstructorFailed,
 }
 
 /// <summary>An allocation could not be satisfied; nothing was allocated.</summary>
@@ -32,6 +34,7 @@ public class SlabAllocationException : Exception
     {
         AllocationFailure.PageLimit => $"page limit of {Pages.Limit} bytes reached ({Pages.BytesHeld} held)",
         AllocationFailure.InjectedFault => "injected page allocation fault",
+        AllocationFailure.ConstructorFailed => "the constructor failed (the objects it had built are destructed by the reclaim thread)",
         _ => "the OS refused memory",
     };
 }

@@ -19,6 +19,7 @@ public sealed unsafe partial class SlabCache
 
     private void* CheckedAlloc(bool throwOnFailure)
     {
+        bool waited = false;
         while (true)
         {
             using (_listLock.Scope())
@@ -39,12 +40,16 @@ public sealed unsafe partial class SlabCache
                     return o;
                 }
             }
-            SlabHeader* fresh = NewSlab(out Pages.Refusal refusal);
+            SlabHeader* fresh = NewSlab(out AllocationFailure failure, out Exception? thrown);
             if (fresh == null)
             {
-                if (throwOnFailure)
-                    throw new SlabAllocationException(Name, Pages.ToFailure(refusal), (nuint)ObjectSize);
-                return null;
+                if (failure == AllocationFailure.PageLimit && !waited)
+                {
+                    waited = true;
+                    Kmem.Reclaim.WaitForPressurePass();
+                    continue;
+                }
+                return Fail(failure, thrown, throwOnFailure);
             }
             AddNewSlab(fresh);
         }
@@ -53,6 +58,7 @@ public sealed unsafe partial class SlabCache
     private void CheckedFree(void* obj, SlabHeader* slab)
     {
         SlabHeader* release = null;
+        bool excess;
         using (_listLock.Scope())
         {
             int index = ObjectIndex(slab, obj);
@@ -60,9 +66,9 @@ public sealed unsafe partial class SlabCache
             if ((word & (1UL << index)) == 0)
                 throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': double free of object 0x{(nint)obj:x} (it is already free)");
             word &= ~(1UL << index);
-            ReturnToSlabs(&obj, 1, ref release);
+            excess = ReturnToSlabs(&obj, 1, ref release);
         }
-        ReleaseSlabs(release);
+        AfterReturn(release, excess);
     }
 
     /// <summary>Up to <paramref name="max"/> addresses of allocated objects (for reports). Caller holds list_lock.</summary>

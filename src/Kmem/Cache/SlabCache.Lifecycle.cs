@@ -1,10 +1,11 @@
+using System.Runtime.ExceptionServices;
 using Kmem.Locking;
 using Kmem.Sheaves;
 using Kmem.Slab;
 
 namespace Kmem;
 
-/// <summary>Shrink, Dispose and statistics.</summary>
+/// <summary>Shrink, Dispose, the reclaim thread's work on one cache, and statistics.</summary>
 public sealed unsafe partial class SlabCache
 {
     private readonly KLock _drainLock = new("sheaf_drain");
@@ -12,36 +13,71 @@ public sealed unsafe partial class SlabCache
 
     /// <summary>
     /// Returns every empty slab to the page layer, after draining the objects parked in
-    /// every thread's sheaf (idle and exited threads included) and in the barn.
+    /// every thread's sheaf (idle and exited threads included) and in the barn; the
+    /// destructor runs on their objects, here, on the calling thread.
     /// </summary>
+    /// <exception cref="SlabUsageException">The cache is disposed.</exception>
+    /// <exception cref="Exception">The first exception a destructor threw (a bug in it); every slab was freed regardless.</exception>
     public void Shrink()
     {
-        SlabHeader* release = null;
+        if (_root != this)
+        {
+            if (_disposed)
+                ThrowDisposed(null);
+            _root.Shrink();
+            return;
+        }
+        Exception? failure;
         using (_drainLock.Scope())
         {
             if (_disposed)
                 ThrowDisposed(null);
+            SlabHeader* release = null;
             DrainSheaves(ref release);
             using (_listLock.Scope())
-                UnlinkAllEmpty(ref release);
+            {
+                UnlinkEmpties(keep: 0, long.MaxValue, ref release);
+                TakeRollbacks(long.MaxValue, ref release);
+            }
+            failure = ReleaseSlabs(release, SlabFreedBy.Shrink);
         }
-        ReleaseSlabs(release);
         Pages.Trim();
+        if (failure != null)
+            ExceptionDispatchInfo.Throw(failure);
     }
 
     /// <summary>
-    /// Destroys the cache: parked objects are drained and every slab is returned. With
-    /// live objects it refuses, names them, and leaves the cache as it was, usable.
-    /// Disposing twice is allowed. Must not run concurrently with use of the cache.
+    /// Destroys the cache: parked objects are drained, destructors run, and every slab is
+    /// returned. With live objects it refuses, names them, and leaves the cache as it was,
+    /// usable. Disposing twice is allowed. Must not run concurrently with use of the cache.
+    /// A merged cache is destroyed when its last alias is disposed (see <see cref="MergedInto"/>).
     /// </summary>
     /// <exception cref="SlabUsageException">Objects are still allocated.</exception>
     public void Dispose()
     {
-        SlabHeader* release = null;
+        using (SlabCacheRegistry.Lock.Scope())
+        {
+            if (_root != this)
+            {
+                DisposeAlias();
+                return;
+            }
+            if (!_rootHandleLive)
+                return;
+            if (_refs == 1)
+                DestroyCore();
+            _rootHandleLive = false;
+            _refs--;
+        }
+    }
+
+    /// <summary>Frees everything, or refuses with live objects and changes nothing. Caller holds slab_mutex.</summary>
+    private void DestroyCore()
+    {
+        Exception? failure;
         using (_drainLock.Scope())
         {
-            if (_disposed)
-                return;
+            SlabHeader* release = null;
             DrainSheaves(ref release);
             long live;
             List<nint> named = [];
@@ -49,24 +85,32 @@ public sealed unsafe partial class SlabCache
             {
                 live = _objectsOut;
                 if (live != 0)
+                {
                     named = LiveObjects(8);
+                }
                 else
-                    UnlinkAllEmpty(ref release);
+                {
+                    UnlinkEmpties(keep: 0, long.MaxValue, ref release);
+                    TakeRollbacks(long.MaxValue, ref release);
+                }
             }
             if (live != 0)
             {
                 // Refuse, and leave the cache as it was: drained, but whole and usable.
-                ReleaseSlabs(release);
+                ReleaseSlabs(release, SlabFreedBy.Shrink);
                 string list = string.Join(", ", named.Select(a => $"0x{a:x}"));
                 throw new SlabUsageException(Name, named.Count > 0 ? named[0] : 0,
                     $"cache '{Name}': Dispose with {live} live object(s) ({list}{(live > named.Count ? ", ..." : "")}); free them first")
                 { LiveObjects = live };
             }
-            lock (_sheafTableLock)
+            failure = ReleaseSlabs(release, SlabFreedBy.Shrink);
+            using (_sheafTableLock.Scope())
             {
                 _disposed = true;
                 Sheaf*[] table = _sheaves;
                 Volatile.Write(ref _sheaves, new Sheaf*[1]);
+                foreach (SlabCache alias in _aliases)
+                    Volatile.Write(ref alias._sheaves, new Sheaf*[1]);
                 foreach (Sheaf* s in table)
                 {
                     if (s != null)
@@ -75,15 +119,67 @@ public sealed unsafe partial class SlabCache
             }
             _barn.Dispose();
         }
-        ReleaseSlabs(release);
         Pages.Trim();
-        SlabCacheRegistry.Remove(_index);
+        SlabCacheRegistry.RemoveLocked(_index);
+        if (failure != null)
+            ExceptionDispatchInfo.Throw(failure);
     }
+
+    /// <summary>
+    /// The reclaim thread's work on this cache: slabs of failed construction, then empty
+    /// slabs beyond the reserve (<see cref="ReclaimMode.Excess"/>), or every parked object
+    /// and every empty slab (<see cref="ReclaimMode.Trim"/>). Destructor calls are charged
+    /// to <paramref name="budget"/>; returns true when work is left for another pass.
+    /// </summary>
+    internal bool ReclaimWork(ReclaimMode mode, ref long budget, out long freedSlabs, out Exception? failure)
+    {
+        failure = null;
+        freedSlabs = 0;
+        if (mode == ReclaimMode.Excess && Volatile.Read(ref _rollbackCount) == 0
+            && (!_lifecycle || Volatile.Read(ref _emptyCount) <= _minEmptySlabs))
+            return false;
+        bool more;
+        using (_drainLock.Scope())
+        {
+            if (_disposed)
+                return false;
+            SlabHeader* release = null;
+            if (mode == ReclaimMode.Trim)
+                DrainSheaves(ref release);
+            long keep = mode == ReclaimMode.Trim ? 0 : _minEmptySlabs;
+            // Bounded destructor work: at least one slab, at most the budget's worth.
+            long maxSlabs = _lifecycle ? Math.Max(1, budget / _layout.Objects) : long.MaxValue;
+            using (_listLock.Scope())
+            {
+                freedSlabs = TakeRollbacks(maxSlabs, ref release);
+                freedSlabs += UnlinkEmpties(keep, maxSlabs - freedSlabs, ref release);
+                more = _rollback != null || (_emptyCount > keep && (_lifecycle || mode == ReclaimMode.Trim));
+            }
+            failure = ReleaseSlabs(release, SlabFreedBy.Reclaim);
+        }
+        if (_lifecycle)
+            budget -= freedSlabs * _layout.Objects;
+        return more;
+    }
+
+    /// <summary>
+    /// Slow-path entries (refills and flushes of sheaves; every call of a checked cache).
+    /// Unchanged over a while means the cache is idle. Counted without an atomic: a lost
+    /// increment only delays noticing activity. Statistics reads do not count.
+    /// </summary>
+    private long _activity;
+
+    internal long Activity => Volatile.Read(ref _activity);
+
+    /// <summary>The reclaim thread's idle bookkeeping for this cache (touched by that thread only).</summary>
+    internal ReclaimIdleState IdleState { get; } = new();
 
     public SlabCacheStatistics GetStatistics()
     {
+        if (_root != this)
+            return _root.GetStatistics();
         long cached = 0;
-        lock (_sheafTableLock)
+        using (_sheafTableLock.Scope())
         {
             foreach (Sheaf* s in _sheaves)
             {
@@ -95,14 +191,16 @@ public sealed unsafe partial class SlabCache
             cached += _barn.Objects;
         using (_listLock.Scope())
         {
+            long active = _objectsOut - cached;
+            long total = _slabCount * _layout.Objects;
             return new SlabCacheStatistics(
-                ActiveObjects: _objectsOut - cached,
-                TotalObjects: _slabCount * _layout.Objects,
+                ActiveObjects: active,
+                TotalObjects: total,
                 Slabs: _slabCount,
-                BytesHeld: _slabCount * _layout.SlabSize,
-                ConstructorCalls: 0,
-                ConstructorFailures: 0,
-                DestructorCalls: 0,
+                BytesHeld: (_slabCount + _rollbackCount) * _layout.SlabSize,
+                ConstructorCalls: Volatile.Read(ref _ctorCalls),
+                ConstructorFailures: Volatile.Read(ref _ctorFailures),
+                DestructorCalls: Volatile.Read(ref _dtorCalls),
                 ObjectSize: ObjectSize,
                 Stride: _layout.Stride,
                 ObjectsPerSlab: _layout.Objects,
@@ -111,7 +209,12 @@ public sealed unsafe partial class SlabCache
                 PartialSlabs: _partialCount,
                 EmptySlabs: _emptyCount,
                 SlabsAllocated: _slabsAllocated,
-                SlabsFreed: _slabsFreed);
+                SlabsFreed: _slabsFreed,
+                SlabsFreedByReclaim: Volatile.Read(ref _slabsFreedByReclaim),
+                SlabsFreedByShrink: Volatile.Read(ref _slabsFreedByShrink),
+                ConstructedFreeObjects: _lifecycle ? total - active : 0,
+                PendingRollbackSlabs: _rollbackCount,
+                Aliases: _aliases.Count);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -10,7 +11,11 @@ namespace Kmem;
 /// <summary>Slabs: creation, the partial and full lists, and returning slabs to pages. All under list_lock.</summary>
 public sealed unsafe partial class SlabCache
 {
-    /// <summary>Empty slabs kept on the partial list for reuse; more are returned at once.</summary>
+    /// <summary>
+    /// Empty slabs a cache without constructor or destructor keeps on the partial list for
+    /// reuse; more are returned at once, inside Free, as SLUB's discard_slab does. A
+    /// ctor/dtor cache keeps them all until the reclaim thread frees those beyond its reserve.
+    /// </summary>
     private const int MaxEmptySlabs = 1;
 
     private readonly KLock _listLock = new("list_lock");
@@ -23,37 +28,88 @@ public sealed unsafe partial class SlabCache
     private long _objectsOut;
     private long _slabsAllocated;
     private long _slabsFreed;
+    private long _slabsFreedByReclaim;
+    private long _slabsFreedByShrink;
+    /// <summary>Slabs whose construction failed, waiting for the reclaim thread to destruct and free them.</summary>
+    private SlabHeader* _rollback;
+    private long _rollbackCount;
+    private readonly bool _randomize;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void** LinkOf(void* obj) => (void**)((byte*)obj + _layout.FreeLinkOffset);
 
     /// <summary>
-    /// Maps and formats a new slab, off every list. Takes no lock: the page layer has
-    /// none, and nobody else can see the slab until <see cref="AddNewSlab"/>.
+    /// Maps and formats a new slab, off every list, and constructs its objects. Takes no
+    /// lock: the page layer has none, and nobody else can see the slab until
+    /// <see cref="AddNewSlab"/>. On a constructor failure the slab goes to the reclaim
+    /// thread, which destructs what was built and frees it; null is returned.
     /// </summary>
-    private SlabHeader* NewSlab(out Pages.Refusal refusal)
+    private SlabHeader* NewSlab(out AllocationFailure failure, out Exception? thrown)
     {
-        var block = (byte*)Pages.AllocBlock((nuint)_layout.SlabSize, (nuint)_layout.SlabSize, out refusal, out bool zeroed);
+        thrown = null;
+        var block = (byte*)Pages.AllocBlock((nuint)_layout.SlabSize, (nuint)_layout.SlabSize, out Pages.Refusal refusal, out bool zeroed);
         if (block == null)
+        {
+            failure = Pages.ToFailure(refusal);
             return null;
+        }
+        failure = default;
         var slab = (SlabHeader*)block;
         *slab = default;
         slab->Kind = BlockKind.Slab;
         slab->CacheIndex = _index;
         slab->Block = block;
         slab->BlockSize = (nuint)_layout.SlabSize;
+        slab->Freelist = _randomize ? BuildShuffledFreeList(block) : BuildFreeList(block);
+        if (_checked && !zeroed)
+            NativeMemory.Clear(block + _layout.BitmapOffset, (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
+        PageMap.Set(block, (nuint)_layout.SlabSize, slab);
 
-        // Free list in address order, so a fresh slab is handed out front to back.
+        slab->Constructed = Construct(slab, out thrown);
+        if (slab->Constructed < _layout.Objects || thrown != null)
+        {
+            failure = AllocationFailure.ConstructorFailed;
+            using (_listLock.Scope())
+            {
+                slab->Next = _rollback;
+                _rollback = slab;
+                _rollbackCount++;
+            }
+            Kmem.Reclaim.Kick();
+            return null;
+        }
+        return slab;
+    }
+
+    /// <summary>Free list in address order, so a fresh slab is handed out front to back.</summary>
+    private void* BuildFreeList(byte* block)
+    {
         byte* first = block + _layout.ObjectOffset;
         for (int i = 0; i < _layout.Objects - 1; i++)
             *LinkOf(first + i * _layout.Stride) = first + (i + 1) * _layout.Stride;
         *LinkOf(first + (_layout.Objects - 1) * _layout.Stride) = null;
-        slab->Freelist = first;
-        if (_checked && !zeroed)
-            NativeMemory.Clear(block + _layout.BitmapOffset, (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
+        return first;
+    }
 
-        PageMap.Set(block, (nuint)_layout.SlabSize, slab);
-        return slab;
+    /// <summary>
+    /// RandomizeFreelist (CONFIG_SLAB_FREELIST_RANDOM): the objects of a new slab are
+    /// linked in a random permutation, so the next object's address cannot be guessed
+    /// from the last one's.
+    /// </summary>
+    private void* BuildShuffledFreeList(byte* block)
+    {
+        int n = _layout.Objects;
+        int[] order = ArrayPool<int>.Shared.Rent(n);
+        for (int i = 0; i < n; i++)
+            order[i] = i;
+        Random.Shared.Shuffle(order.AsSpan(0, n));
+        byte* first = block + _layout.ObjectOffset;
+        for (int i = 0; i < n - 1; i++)
+            *LinkOf(first + order[i] * _layout.Stride) = first + order[i + 1] * _layout.Stride;
+        *LinkOf(first + order[n - 1] * _layout.Stride) = null;
+        void* head = first + order[0] * _layout.Stride;
+        ArrayPool<int>.Shared.Return(order);
+        return head;
     }
 
     private void AddNewSlab(SlabHeader* slab)
@@ -69,17 +125,37 @@ public sealed unsafe partial class SlabCache
         }
     }
 
-    /// <summary>Returns a chain of slabs (linked by Next, off every list) to the page layer.</summary>
-    private void ReleaseSlabs(SlabHeader* chain)
+    /// <summary>
+    /// The one place slabs are freed: returns a chain of slabs (linked by Next, off every
+    /// list) to the page layer, destructing their objects first. A ctor/dtor cache calls
+    /// it only from the reclaim thread or inside Shrink/Dispose, holding sheaf_drain and
+    /// nothing else. Returns the first exception a destructor threw; the slabs are freed
+    /// regardless.
+    /// </summary>
+    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by)
     {
+        Debug.Assert(!_lifecycle || _drainLock.IsHeldByCurrentThread, "a ctor/dtor cache frees slabs only under sheaf_drain (reclaim, Shrink, Dispose)");
+        Exception? first = null;
+        long freed = 0;
         while (chain != null)
         {
             SlabHeader* next = chain->Next;
             Debug.Assert(chain->InUse == 0, "releasing a slab with objects in use");
+            if (_lifecycle && Destruct(chain) is { } failure)
+                first ??= failure;
             PageMap.Clear(chain->Block, chain->BlockSize);
             Pages.FreeBlock(chain->Block, chain->BlockSize);
+            freed++;
             chain = next;
         }
+        if (freed != 0)
+        {
+            if (by == SlabFreedBy.Reclaim)
+                Interlocked.Add(ref _slabsFreedByReclaim, freed);
+            else if (by == SlabFreedBy.Shrink)
+                Interlocked.Add(ref _slabsFreedByShrink, freed);
+        }
+        return first;
     }
 
     /// <summary>
@@ -119,12 +195,14 @@ public sealed unsafe partial class SlabCache
     }
 
     /// <summary>
-    /// Returns objects to their slabs' free lists. Slabs that become empty beyond the
-    /// reserve are unlinked onto <paramref name="release"/> for the caller to return
-    /// after dropping the lock. Caller holds list_lock.
+    /// Returns objects to their slabs' free lists. In a cache without constructor or
+    /// destructor, slabs that become empty beyond the reserve are unlinked onto
+    /// <paramref name="release"/> for the caller to free after dropping the lock; a ctor/dtor
+    /// cache keeps them, and the result says the reclaim thread has work. Caller holds list_lock.
     /// </summary>
-    private void ReturnToSlabs(void** objects, int count, ref SlabHeader* release)
+    private bool ReturnToSlabs(void** objects, int count, ref SlabHeader* release)
     {
+        bool excess = false;
         Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
         for (int i = 0; i < count; i++)
         {
@@ -143,11 +221,17 @@ public sealed unsafe partial class SlabCache
             if (--slab->InUse == 0)
             {
                 _emptyCount++;
-                if (_emptyCount > MaxEmptySlabs)
-                    UnlinkEmpty(slab, ref release);
+                if (_emptyCount > _minEmptySlabs)
+                {
+                    if (_lifecycle)
+                        excess = true;
+                    else
+                        UnlinkEmpty(slab, ref release);
+                }
             }
         }
         _objectsOut -= count;
+        return excess;
     }
 
     /// <summary>Takes an empty slab off the partial list onto <paramref name="release"/>. Caller holds list_lock.</summary>
@@ -163,17 +247,43 @@ public sealed unsafe partial class SlabCache
         release = slab;
     }
 
-    /// <summary>Unlinks every empty slab for release. Caller holds list_lock.</summary>
-    private void UnlinkAllEmpty(ref SlabHeader* release)
+    /// <summary>
+    /// Unlinks empty slabs beyond <paramref name="keep"/>, at most <paramref name="max"/>,
+    /// for release; returns how many. Caller holds list_lock.
+    /// </summary>
+    private int UnlinkEmpties(long keep, long max, ref SlabHeader* release)
     {
-        for (SlabHeader* slab = _partial; slab != null;)
+        Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
+        int unlinked = 0;
+        for (SlabHeader* slab = _partial; slab != null && _emptyCount > keep && unlinked < max;)
         {
             SlabHeader* next = slab->Next;
             if (slab->InUse == 0)
+            {
                 UnlinkEmpty(slab, ref release);
+                unlinked++;
+            }
             slab = next;
         }
-        Debug.Assert(_emptyCount == 0, "empty count out of step with the partial list");
+        Debug.Assert(keep > 0 || unlinked == max || _emptyCount == 0, "empty count out of step with the partial list");
+        return unlinked;
+    }
+
+    /// <summary>Moves up to <paramref name="max"/> slabs of failed construction onto <paramref name="release"/>. Caller holds list_lock.</summary>
+    private int TakeRollbacks(long max, ref SlabHeader* release)
+    {
+        Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
+        int taken = 0;
+        while (_rollback != null && taken < max)
+        {
+            SlabHeader* slab = _rollback;
+            _rollback = slab->Next;
+            _rollbackCount--;
+            slab->Next = release;
+            release = slab;
+            taken++;
+        }
+        return taken;
     }
 
     private static void ListAdd(ref SlabHeader* head, SlabHeader* slab)

@@ -10,17 +10,24 @@ namespace Kmem;
 public sealed unsafe partial class SlabCache
 {
     private readonly Barn _barn;
-    private readonly Lock _sheafTableLock = new();
+    /// <summary>Guards growth of the sheaf table (and the root's alias list); a leaf.</summary>
+    private readonly Kmem.Locking.LeafSpinLock _sheafTableLock = new("sheaf_table");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void* AllocSlow(bool throwOnFailure)
     {
         if (_disposed)
             ThrowDisposed(null);
+        if (_root != this)
+            return _root.AllocSlow(throwOnFailure);
+        _activity++;
+        if (_lifecycle)
+            CheckNotInOwnLifecycle();
         if (_checked)
             return CheckedAlloc(throwOnFailure);
 
         Sheaf* s = SheafOfCurrentThread();
+        bool waited = false;
         while (true)
         {
             if (!EnterSheaf(s))
@@ -45,15 +52,29 @@ public sealed unsafe partial class SlabCache
             Volatile.Write(ref s->Busy, 0);
 
             // Nothing free anywhere: map a new slab, holding no lock and no Busy.
-            SlabHeader* slab = NewSlab(out Pages.Refusal refusal);
+            SlabHeader* slab = NewSlab(out AllocationFailure failure, out Exception? thrown);
             if (slab == null)
             {
-                if (throwOnFailure)
-                    throw new SlabAllocationException(Name, Pages.ToFailure(refusal), (nuint)ObjectSize);
-                return null;
+                if (failure == AllocationFailure.PageLimit && !waited)
+                {
+                    waited = true;
+                    Kmem.Reclaim.WaitForPressurePass();
+                    continue;
+                }
+                return Fail(failure, thrown, throwOnFailure);
             }
             AddNewSlab(slab);
         }
+    }
+
+    /// <summary>The end of a failed allocation: the constructor's exception, the reason, or null.</summary>
+    private void* Fail(AllocationFailure failure, Exception? thrown, bool throwOnFailure)
+    {
+        if (thrown != null)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(thrown);
+        if (throwOnFailure)
+            throw new SlabAllocationException(Name, failure, (nuint)ObjectSize);
+        return null;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -61,6 +82,12 @@ public sealed unsafe partial class SlabCache
     {
         if (_disposed)
             ThrowDisposed(obj);
+        if (_root != this)
+        {
+            _root.FreeSlow(obj, slab);
+            return;
+        }
+        _activity++;
         if (_checked)
         {
             CheckedFree(obj, slab);
@@ -69,6 +96,7 @@ public sealed unsafe partial class SlabCache
 
         Sheaf* s = SheafOfCurrentThread();
         SlabHeader* release = null;
+        bool excess = false;
         while (!EnterSheaf(s))
         {
         }
@@ -82,14 +110,27 @@ public sealed unsafe partial class SlabCache
                 // Barn full: the older half goes back to the slabs, the warmer half stays.
                 int half = s->Count / 2;
                 using (_listLock.Scope())
-                    ReturnToSlabs(Sheaf.Objects(s), half, ref release);
+                    excess = ReturnToSlabs(Sheaf.Objects(s), half, ref release);
                 new Span<nint>(Sheaf.Objects(s) + half, s->Count - half).CopyTo(new Span<nint>(Sheaf.Objects(s), s->Count - half));
                 s->Count -= half;
             }
         }
         Sheaf.Objects(s)[s->Count++] = obj;
         Volatile.Write(ref s->Busy, 0);
-        ReleaseSlabs(release);
+        AfterReturn(release, excess);
+    }
+
+    /// <summary>
+    /// After objects went back to their slabs in an application's call: frees the slabs of
+    /// a cache without destructors at once; for a ctor/dtor cache, wakes the reclaim thread
+    /// instead, which alone runs destructors.
+    /// </summary>
+    private void AfterReturn(SlabHeader* release, bool excess)
+    {
+        if (release != null)
+            ReleaseSlabs(release, SlabFreedBy.Free);
+        if (excess)
+            Kmem.Reclaim.Kick();
     }
 
     /// <summary>
@@ -118,7 +159,7 @@ public sealed unsafe partial class SlabCache
         Sheaf*[] table = _sheaves;
         if (id < table.Length && table[id] != null)
             return table[id];
-        lock (_sheafTableLock)
+        using (_sheafTableLock.Scope())
         {
             if (_disposed)
                 ThrowDisposed(null);
@@ -132,13 +173,16 @@ public sealed unsafe partial class SlabCache
             if (table[id] == null)
                 table[id] = Sheaf.Create(SheafCapacity);
             Volatile.Write(ref _sheaves, table);
+            foreach (SlabCache alias in _aliases)
+                Volatile.Write(ref alias._sheaves, table);
             return table[id];
         }
     }
 
     /// <summary>
     /// Drainer side of the handshake: every object parked in any thread's sheaf (idle,
-    /// busy or exited) and in the barn goes back to its slab. Caller holds sheaf_drain.
+    /// busy or exited) and in the barn goes back to its slab. Caller holds sheaf_drain,
+    /// and frees what lands on <paramref name="release"/>.
     /// </summary>
     private void DrainSheaves(ref SlabHeader* release)
     {

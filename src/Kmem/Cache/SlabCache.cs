@@ -52,21 +52,46 @@ public sealed unsafe partial class SlabCache : IDisposable
 
     private SlabCache(string name, int objectSize, SlabCacheOptions options)
     {
+        _root = this;
         Name = name;
         ObjectSize = objectSize;
         Flags = options.Flags;
         Align = EffectiveAlign(objectSize, options);
         _checked = (Flags & SlabFlags.ConsistencyChecks) != 0;
-        int stride = SlabLayout.AlignUp(Math.Max(objectSize, sizeof(void*)), Align);
-        _layout = SlabLayout.Compute(stride, Align, freeLinkOffset: 0, withBitmap: _checked);
+        _randomize = (Flags & SlabFlags.RandomizeFreelist) != 0;
+        _ctor = options.Constructor;
+        _batchCtor = options.BatchConstructor;
+        _dtor = options.Destructor;
+        _batchDtor = options.BatchDestructor;
+        _lifecycle = options.HasConstructor || options.HasDestructor;
+        _minEmptySlabs = _lifecycle ? options.MinEmptySlabs : MaxEmptySlabs;
+        _layout = ComputeLayout(objectSize, Align, _lifecycle, _checked);
         _span = (uint)_layout.Span;
-        SheafCapacity = Sheaf.CapacityFor(stride);
-        _barn = new Barn(SheafCapacity, stride);
-        _index = SlabCacheRegistry.Add(this);
+        SheafCapacity = Sheaf.CapacityFor(_layout.Stride);
+        _barn = new Barn(SheafCapacity, _layout.Stride);
+        _index = SlabCacheRegistry.AddLocked(this);
+        Kmem.Reclaim.EnsureStarted();
+    }
+
+    /// <summary>
+    /// The slot layout. A ctor/dtor cache keeps its free-list link after the object, so the
+    /// object's bytes are never written by the allocator (SLUB's "free pointer outside
+    /// the object" for ctor, RCU and poisoned caches); others keep it in the first word.
+    /// </summary>
+    private static SlabLayout ComputeLayout(int objectSize, int align, bool lifecycle, bool withBitmap)
+    {
+        int linkOffset = lifecycle ? SlabLayout.AlignUp(objectSize, sizeof(void*)) : 0;
+        int stride = SlabLayout.AlignUp(Math.Max(linkOffset + sizeof(void*), objectSize), align);
+        return SlabLayout.Compute(stride, align, linkOffset, withBitmap);
     }
 
     /// <summary>Creates a cache of objects of <paramref name="objectSize"/> bytes (1 B to 128 KiB).</summary>
-    /// <exception cref="ArgumentException">Bad name, size or alignment.</exception>
+    /// <remarks>
+    /// A cache without constructor, destructor or debug flags may be merged with a
+    /// compatible existing one (see <see cref="MergedInto"/>), as SLUB does, unless
+    /// <see cref="SlabFlags.NoMerge"/> is given.
+    /// </remarks>
+    /// <exception cref="ArgumentException">Bad name, size, alignment or lifecycle options.</exception>
     /// <exception cref="NotSupportedException">A flag this version does not implement.</exception>
     public static SlabCache Create(string name, int objectSize, SlabCacheOptions? options = null)
     {
@@ -76,11 +101,16 @@ public sealed unsafe partial class SlabCache : IDisposable
         options ??= new SlabCacheOptions();
         if (options.Align != 0 && (!SlabLayout.IsPowerOfTwo(options.Align) || options.Align > OsMemory.PageSize))
             throw new ArgumentException($"cache '{name}': Align must be 0 or a power of two up to {OsMemory.PageSize}, not {options.Align}", nameof(options));
-        const SlabFlags implemented = SlabFlags.HwCacheAlign | SlabFlags.ConsistencyChecks | SlabFlags.NoMerge;
+        if (options.Constructor != null && options.BatchConstructor != null)
+            throw new ArgumentException($"cache '{name}': give Constructor or BatchConstructor, not both", nameof(options));
+        if (options.Destructor != null && options.BatchDestructor != null)
+            throw new ArgumentException($"cache '{name}': give Destructor or BatchDestructor, not both", nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(options.MinEmptySlabs, nameof(options.MinEmptySlabs));
+        const SlabFlags implemented = SlabFlags.HwCacheAlign | SlabFlags.ConsistencyChecks | SlabFlags.NoMerge | SlabFlags.RandomizeFreelist;
         SlabFlags missing = options.Flags & ~implemented;
         if (missing != 0)
             throw new NotSupportedException($"cache '{name}': flags {missing} are not implemented yet");
-        return new SlabCache(name, objectSize, options);
+        return CreateOrMerge(name, objectSize, options);
     }
 
     /// <summary>Largest object size a cache accepts.</summary>
@@ -105,21 +135,28 @@ public sealed unsafe partial class SlabCache : IDisposable
 
     public bool IsDisposed => _disposed;
 
-    /// <summary>Allocates one object; false when no memory could be had (page limit, fault, OS).</summary>
+    /// <summary>
+    /// Allocates one object; false when no memory could be had (page limit, fault, OS)
+    /// or the constructor returned false. An exception thrown by the constructor propagates.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAlloc(out void* obj)
     {
+        if (LockValidator.Enabled && _lifecycle)
+            CheckNotInOwnLifecycle();
         obj = TryAllocFast();
         if (obj == null)
             obj = AllocSlow(throwOnFailure: false);
         return obj != null;
     }
 
-    /// <summary>Allocates one object.</summary>
-    /// <exception cref="SlabAllocationException">No memory could be had.</exception>
+    /// <summary>Allocates one object: as the constructor (or its last user) left it.</summary>
+    /// <exception cref="SlabAllocationException">No memory could be had, or the constructor failed (<see cref="AllocationFailure.ConstructorFailed"/>).</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc()
     {
+        if (LockValidator.Enabled && _lifecycle)
+            CheckNotInOwnLifecycle();
         void* p = TryAllocFast();
         return p != null ? p : AllocSlow(throwOnFailure: true);
     }

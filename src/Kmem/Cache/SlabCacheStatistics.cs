@@ -8,8 +8,8 @@ namespace Kmem;
 /// <param name="TotalObjects">Object slots in all slabs of the cache.</param>
 /// <param name="Slabs">Slabs held.</param>
 /// <param name="BytesHeld">Bytes of slab memory held.</param>
-/// <param name="ConstructorCalls">Objects constructed (0: the cache has no constructor).</param>
-/// <param name="ConstructorFailures">Constructor calls that failed.</param>
+/// <param name="ConstructorCalls">Constructor calls, one per object, failed ones included (0: no constructor).</param>
+/// <param name="ConstructorFailures">Constructor calls that failed (returned false or threw); each failed one slab.</param>
 /// <param name="DestructorCalls">Objects destructed.</param>
 /// <param name="ObjectSize">Object size asked for at creation.</param>
 /// <param name="Stride">Bytes between objects (size rounded up to the alignment).</param>
@@ -19,7 +19,12 @@ namespace Kmem;
 /// <param name="PartialSlabs">Slabs with at least one free object, empty ones included.</param>
 /// <param name="EmptySlabs">Slabs with no object allocated, kept for reuse.</param>
 /// <param name="SlabsAllocated">Slabs taken from the page layer over the cache's life.</param>
-/// <param name="SlabsFreed">Slabs given back to the page layer over the cache's life.</param>
+/// <param name="SlabsFreed">Slabs given back to the page layer over the cache's life (a slab whose construction failed is not counted: it never held objects).</param>
+/// <param name="SlabsFreedByReclaim">Slabs the reclaim thread freed (beyond the reserve, idle trim, memory pressure, failed construction).</param>
+/// <param name="SlabsFreedByShrink">Slabs freed inside an explicit Shrink or Dispose.</param>
+/// <param name="ConstructedFreeObjects">Free objects that hold constructor-built state (ctor/dtor caches): memory that state keeps alive.</param>
+/// <param name="PendingRollbackSlabs">Slabs whose construction failed, waiting for the reclaim thread to destruct what was built.</param>
+/// <param name="Aliases">Other caches merged into this one.</param>
 public readonly record struct SlabCacheStatistics(
     long ActiveObjects,
     long TotalObjects,
@@ -36,4 +41,13 @@ public readonly record struct SlabCacheStatistics(
     long PartialSlabs = 0,
     long EmptySlabs = 0,
     long SlabsAllocated = 0,
-    long SlabsFreed = 0);
+    long SlabsFreed = 0,
+    long SlabsFreedByReclaim = 0,
+    long SlabsFreedByShrink = 0,
+    long ConstructedFreeObjects = 0,
+    long PendingRollbackSlabs = 0,
+    int Aliases = 0)
+{
+    /// <summary>Constructions that succeeded: each is matched by exactly one destructor call once its slab is freed.</summary>
+    public long ConstructedObjects => ConstructorCalls - ConstructorFailures;
+}

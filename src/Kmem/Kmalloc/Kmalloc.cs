@@ -128,6 +128,12 @@ public static unsafe class Kmalloc
     {
         nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
         void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal, out bool zeroed);
+        if (block == null && refusal == Pages.Refusal.Limit)
+        {
+            // As a slab allocation does: let the reclaim thread free what it can, once.
+            Reclaim.WaitForPressurePass();
+            block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out refusal, out zeroed);
+        }
         if (block == null)
         {
             if (throwOnFailure)
@@ -180,7 +186,9 @@ public static unsafe class Kmalloc
             int size = s_sizes[i];
             // Natural alignment for powers of two, as the kernel guarantees (up to a page).
             int align = int.IsPow2(size) ? Math.Min(size, OsMemory.PageSize) : 8;
-            caches[i] = SlabCache.Create($"kmalloc-{size}", size, new SlabCacheOptions { Align = align });
+            // Never merged, as the kernel's hardened kmalloc caches: their statistics and
+            // Free's address checks stay theirs alone.
+            caches[i] = SlabCache.Create($"kmalloc-{size}", size, new SlabCacheOptions { Align = align, Flags = SlabFlags.NoMerge });
         }
         return caches;
     }

@@ -1,45 +1,52 @@
+using Kmem.Locking;
+
 namespace Kmem.Slab;
 
 /// <summary>
 /// Every live cache by index (slab_caches): the slab header stores the index, so
 /// kmalloc's Free and diagnostics go from an address to its cache without a lock.
-/// Creation and disposal take <see cref="Lock"/> (class slab_mutex).
+/// Creation, merging and disposal hold <see cref="Lock"/> (class slab_mutex), the
+/// outermost lock of the order. Only root caches are here; an alias lives in its root.
 /// </summary>
 internal static class SlabCacheRegistry
 {
-    private static readonly Lock s_lock = new();
+    public static readonly KLock Lock = new("slab_mutex");
+
     private static SlabCache?[] s_caches = new SlabCache?[64];
 
     /// <summary>The cache at <paramref name="index"/>; indexes come from slab headers, which outlive no cache.</summary>
     public static SlabCache Get(int index) => Volatile.Read(ref s_caches)[index]!;
 
-    public static int Add(SlabCache cache)
+    /// <summary>Registers a new root cache. Caller holds slab_mutex.</summary>
+    public static int AddLocked(SlabCache cache)
     {
-        lock (s_lock)
+        System.Diagnostics.Debug.Assert(Lock.IsHeldByCurrentThread, "slab_mutex not held");
+        int i = Array.IndexOf(s_caches, null);
+        if (i < 0)
         {
-            int i = Array.IndexOf(s_caches, null);
-            if (i < 0)
-            {
-                i = s_caches.Length;
-                var grown = new SlabCache?[i * 2];
-                s_caches.CopyTo(grown, 0);
-                Volatile.Write(ref s_caches, grown);
-            }
-            s_caches[i] = cache;
-            return i;
+            i = s_caches.Length;
+            var grown = new SlabCache?[i * 2];
+            s_caches.CopyTo(grown, 0);
+            Volatile.Write(ref s_caches, grown);
         }
+        s_caches[i] = cache;
+        return i;
     }
 
-    public static void Remove(int index)
+    /// <summary>Caller holds slab_mutex.</summary>
+    public static void RemoveLocked(int index)
     {
-        lock (s_lock)
-            s_caches[index] = null;
+        System.Diagnostics.Debug.Assert(Lock.IsHeldByCurrentThread, "slab_mutex not held");
+        s_caches[index] = null;
     }
 
-    /// <summary>The live caches, in creation-slot order.</summary>
+    /// <summary>The live root caches, newest last. Caller holds slab_mutex.</summary>
+    public static IEnumerable<SlabCache> RootsLocked() => s_caches.OfType<SlabCache>();
+
+    /// <summary>The live root caches, in creation-slot order.</summary>
     public static List<SlabCache> Snapshot()
     {
-        lock (s_lock)
+        using (Lock.Scope())
             return [.. s_caches.OfType<SlabCache>()];
     }
 }

@@ -37,6 +37,12 @@ internal unsafe struct SlabHeader
     public nuint BlockSize;
     /// <summary>Large blocks: bytes usable by the caller.</summary>
     public nuint LargeSize;
+    /// <summary>
+    /// Objects the constructor built, counted in free-list order from the slab's first
+    /// free list: all of them, except in a slab whose construction failed part-way,
+    /// where only these are destructed. Set before the slab is published.
+    /// </summary>
+    public int Constructed;
     // ---- list_lock ----
     /// <summary>Objects not on this slab's freelist (with users or parked in sheaves).</summary>
     public int InUse;

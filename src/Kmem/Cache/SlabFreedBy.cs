@@ -1,0 +1,12 @@
+namespace Kmem;
+
+/// <summary>Who freed a slab, for the statistics.</summary>
+internal enum SlabFreedBy
+{
+    /// <summary>Free itself, beyond the reserve of a cache without constructor or destructor.</summary>
+    Free,
+    /// <summary>The reclaim thread.</summary>
+    Reclaim,
+    /// <summary>An explicit Shrink or Dispose.</summary>
+    Shrink,
+}

@@ -1,0 +1,157 @@
+namespace Kmem.Tests;
+
+/// <summary>The reclaim thread: idle trim, memory pressure, shrinkers, page-limit waits, bounded work.</summary>
+[Collection(nameof(GlobalStateCollection))]
+public unsafe class ReclaimTests
+{
+    private static bool Eventually(Func<bool> condition) => SpinWait.SpinUntil(condition, TimeSpan.FromSeconds(20));
+
+    [Fact]
+    public void An_idle_cache_gives_its_memory_back_with_nobody_calling_Shrink()
+    {
+        TimeSpan saved = Reclaim.IdleTrimDelay;
+        var t = new LifecycleTracker();
+        try
+        {
+            Reclaim.IdleTrimDelay = TimeSpan.FromMilliseconds(300);
+            using var plain = SlabCache.Create("idle-plain", 72, TestOptions.Unmerged);
+            using var constructed = SlabCache.Create("idle-ctor", 72, t.Options());
+            long trims = Reclaim.GetStatistics().IdleTrims;
+            foreach (SlabCache cache in new[] { plain, constructed })
+            {
+                var objects = Enumerable.Range(0, 100).Select(_ => (nint)cache.Alloc()).ToList();
+                objects.ForEach(p => cache.Free((void*)p));   // parked in this thread's sheaf
+                Assert.True(cache.GetStatistics().Slabs > 0);
+            }
+            Assert.True(Eventually(() => plain.GetStatistics().Slabs == 0 && constructed.GetStatistics().Slabs == 0),
+                "an idle cache kept its slabs");
+            Assert.True(Reclaim.GetStatistics().IdleTrims >= trims + 2);
+            Assert.Equal(t.Constructed, t.Destructed);
+            Assert.Equal(["kmem-reclaim"], t.DestructorThreads.Values.Distinct());
+            // Still usable after the trim.
+            plain.Free(plain.Alloc());
+        }
+        finally
+        {
+            Reclaim.IdleTrimDelay = saved;
+        }
+    }
+
+    private sealed class CountingShrinker(long objects) : IShrinker
+    {
+        public long Remaining = objects;
+        public int Scans;
+        public string Name => "test-shrinker";
+        public long CountObjects() => Remaining;
+
+        public long ScanObjects(long toScan)
+        {
+            Scans++;
+            long n = Math.Min(toScan, Remaining);
+            Remaining -= n;
+            return n;
+        }
+    }
+
+    [Fact]
+    public void Memory_pressure_trims_every_cache_and_runs_the_shrinkers_in_batches()
+    {
+        double saved = Reclaim.MemoryLoadThreshold;
+        var shrinker = new CountingShrinker(1000);
+        using var cache = SlabCache.Create("pressure", 88, TestOptions.Unmerged);
+        cache.Free(cache.Alloc());
+        using (Reclaim.RegisterShrinker(shrinker))
+        {
+            long pressure = Reclaim.GetStatistics().PressurePasses;
+            try
+            {
+                Reclaim.MemoryLoadThreshold = 0;   // any memory load counts as pressure
+                Assert.True(Reclaim.RunPass());
+            }
+            finally
+            {
+                Reclaim.MemoryLoadThreshold = saved;
+            }
+            Assert.True(Reclaim.GetStatistics().PressurePasses > pressure);
+        }
+        Assert.Equal(0, shrinker.Remaining);
+        Assert.True(shrinker.Scans >= 8, $"{shrinker.Scans} scans for 1000 objects in batches of 128");
+        Assert.Equal(0, cache.GetStatistics().Slabs);
+        // Unregistered: a later deep pass leaves it alone.
+        shrinker.Remaining = 5;
+        Assert.True(Reclaim.RunPass(deep: true));
+        Assert.Equal(5, shrinker.Remaining);
+    }
+
+    [Fact]
+    public void At_the_page_limit_an_allocation_waits_for_reclaim_instead_of_running_destructors()
+    {
+        var t = new LifecycleTracker();
+        using var holder = SlabCache.Create("limit-holder", 4000, t.Options(minEmptySlabs: 100));
+        using var needy = SlabCache.Create("limit-needy", 4000, TestOptions.Unmerged);
+        int perSlab = holder.GetStatistics().ObjectsPerSlab;
+        var objects = Enumerable.Range(0, perSlab * 3).Select(_ => (nint)holder.Alloc()).ToList();
+        objects.ForEach(p => holder.Free((void*)p));   // empty, constructed, kept (reserve 100)
+        Assert.True(holder.GetStatistics().Slabs >= 3);
+        long waits = Reclaim.GetStatistics().AllocationWaits;
+        int me = Environment.CurrentManagedThreadId;
+        Pages.Trim();
+        try
+        {
+            Pages.Limit = Pages.BytesHeld + 4096;
+            void* p = needy.Alloc();   // no room: the reclaim thread trims 'limit-holder' while we wait
+            needy.Free(p);
+        }
+        finally
+        {
+            Pages.Limit = 0;
+        }
+        Assert.True(Reclaim.GetStatistics().AllocationWaits > waits);
+        Assert.Equal(0, holder.GetStatistics().Slabs);
+        Assert.Equal(t.Constructed, t.Destructed);
+        Assert.DoesNotContain(me, t.DestructorThreads.Keys);
+    }
+
+    [Fact]
+    public void Destructor_work_per_pass_is_bounded()
+    {
+        long saved = Reclaim.DestructorBudget;
+        var t = new LifecycleTracker();
+        using var cache = SlabCache.Create("bounded", 4000, t.Options(minEmptySlabs: 0));
+        int perSlab = cache.GetStatistics().ObjectsPerSlab;
+        try
+        {
+            Reclaim.DestructorBudget = perSlab;   // one slab's worth per pass
+            long passes = Reclaim.GetStatistics().Passes;
+            var objects = Enumerable.Range(0, perSlab * 12).Select(_ => (nint)cache.Alloc()).ToList();
+            objects.ForEach(p => cache.Free((void*)p));
+            Assert.True(Eventually(() => cache.GetStatistics().EmptySlabs == 0), "reclaim never caught up");
+            SlabCacheStatistics s = cache.GetStatistics();
+            Assert.True(s.SlabsFreedByReclaim >= 5, $"{s.SlabsFreedByReclaim} slabs freed by reclaim");
+            Assert.True(Reclaim.GetStatistics().Passes - passes >= s.SlabsFreedByReclaim,
+                "a pass freed more than its budget");
+        }
+        finally
+        {
+            Reclaim.DestructorBudget = saved;
+        }
+    }
+
+    [Fact]
+    public void A_destructor_failure_on_the_reclaim_thread_is_recorded_not_fatal()
+    {
+        long failures = Reclaim.GetStatistics().Failures;
+        using var cache = SlabCache.Create("dtor-throws", 64, new SlabCacheOptions
+        {
+            Constructor = _ => true,
+            Destructor = _ => throw new InvalidDataException("broken destructor"),
+            MinEmptySlabs = 0,
+        });
+        cache.Free(cache.Alloc());
+        Assert.True(Reclaim.RunPass(deep: true));
+        Assert.True(Reclaim.GetStatistics().Failures > failures);
+        Assert.IsType<InvalidDataException>(Reclaim.LastFailure);
+        Assert.Equal(0, cache.GetStatistics().Slabs);   // freed regardless
+        Assert.True(Reclaim.RunPass());                  // and the thread lives on
+    }
+}
