@@ -24,6 +24,7 @@ internal static class BenchCommand
         var scaling = new Dictionary<int, double>();
         var producerConsumer = new Dictionary<string, double>();
         MemoryFootprint? footprint = null;
+        var lifecycle = new Dictionary<(string Mode, int Threads), LifecycleResult>();
 
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new SpinnerColumn())
@@ -51,6 +52,15 @@ internal static class BenchCommand
                     producerConsumer[allocator.Name] = ThroughputWorkloads.ProducerConsumer(allocator, d).OpsPerSecond;
                     task.Increment(1);
                 }
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    foreach (string mode in LifecycleWorkload.Modes)
+                    {
+                        var task = ctx.AddTask($"expensive object state, {mode}, {threads} thread(s)", maxValue: 1);
+                        lifecycle[(mode, threads)] = LifecycleWorkload.Run(mode, threads, d);
+                        task.Increment(1);
+                    }
+                }
                 var mem = ctx.AddTask("memory: 1M live 64 B objects", maxValue: 1);
                 footprint = MemoryWorkload.Run(1_000_000, 64);
                 mem.Increment(1);
@@ -74,6 +84,19 @@ internal static class BenchCommand
         }
         figures.Add(new("1M live 64 B objects: overhead", $"{footprint!.OverheadPercent:F2}% ({SlabInfoView.Bytes(footprint.BytesWhileLive)})", "<= 10%", footprint.OverheadPercent <= 10));
         figures.Add(new("after free + Shrink: slab bytes held", SlabInfoView.Bytes(footprint.BytesAfterShrink), "< 1 MiB", footprint.BytesAfterShrink < 1 << 20));
+
+        foreach (int threads in new[] { 1, 2 })
+        {
+            LifecycleResult perUse = lifecycle[("per-use", threads)], ctor = lifecycle[("ctor-dtor", threads)], plain = lifecycle[("plain", threads)];
+            double fall = ctor.ExpensivePerCycle == 0 ? double.PositiveInfinity : perUse.ExpensivePerCycle / ctor.ExpensivePerCycle;
+            figures.Add(new($"state work per cycle, per-use / ctor-dtor, {threads}T",
+                $"{fall:G3}x ({perUse.ExpensivePerCycle:F2} vs {ctor.ExpensivePerCycle:G2})",
+                $">= {ctor.ObjectsPerSlab}x (objects/slab)", fall >= ctor.ObjectsPerSlab));
+            double slower = plain.CyclesPerSecond / ctor.CyclesPerSecond;
+            figures.Add(new($"ctor-dtor time per cycle / plain, {threads}T",
+                $"{slower:F2}x ({ctor.CyclesPerSecond / 1e6:F1} vs {plain.CyclesPerSecond / 1e6:F1} M/s; per-use {perUse.CyclesPerSecond / 1e6:F1})",
+                "<= 1.3x", slower <= 1.3));
+        }
 
         var table = new Table().Border(TableBorder.Rounded).Title("kmem bench");
         table.AddColumns("figure", "measured", "target", "");
