@@ -8,13 +8,14 @@ internal static class SlabInfoView
     public static Table Render(IReadOnlyList<SlabInfoEntry> entries, string title)
     {
         var table = new Table().Title(title).Border(TableBorder.Rounded);
-        foreach (string column in new[] { "cache", "object size", "objs/slab", "active objs", "total objs", "slabs", "bytes", "cached" })
+        foreach (string column in new[] { "cache", "object size", "objs/slab", "active objs", "total objs", "slabs", "bytes", "cached", "aliases", "ctor / dtor" })
             table.AddColumn(new TableColumn(column).RightAligned());
         table.Columns[0].LeftAligned();
         foreach (var (name, s) in entries)
         {
             table.AddRow(name, $"{s.ObjectSize}", $"{s.ObjectsPerSlab}", $"{s.ActiveObjects:N0}", $"{s.TotalObjects:N0}",
-                $"{s.Slabs:N0}", Bytes(s.BytesHeld), $"{s.CachedObjects:N0}");
+                $"{s.Slabs:N0}", Bytes(s.BytesHeld), $"{s.CachedObjects:N0}", $"{s.Aliases}",
+                s.ConstructorCalls + s.DestructorCalls == 0 ? "-" : $"{s.ConstructorCalls:N0} / {s.DestructorCalls:N0}");
         }
         return table;
     }

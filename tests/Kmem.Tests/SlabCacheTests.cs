@@ -150,3 +150,22 @@ public unsafe class SlabCacheTests
         }
     }
 }
+
+public unsafe class SlabLayoutTests
+{
+    [Fact]
+    public void The_slab_header_costs_one_cache_line_so_a_64KiB_slab_holds_1023_objects_of_64B()
+    {
+        using var cache = SlabCache.Create("layout-64", 64, TestOptions.Unmerged);
+        SlabCacheStatistics s = cache.GetStatistics();
+        Assert.Equal(64 * 1024, s.SlabSize);
+        Assert.Equal(1023, s.ObjectsPerSlab);   // 1024 slots less one for the header
+    }
+
+    [Fact]
+    public void A_ctor_dtor_cache_stores_the_free_link_after_the_object()
+    {
+        using var cache = SlabCache.Create("layout-ctor-64", 64, new SlabCacheOptions { Constructor = _ => true });
+        Assert.Equal(72, cache.GetStatistics().Stride);
+    }
+}

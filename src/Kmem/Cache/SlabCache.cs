@@ -2,19 +2,22 @@
  * Lock order, outermost first (as mm/slub.c states its own). A thread holding one of
  * these may take only those below it:
  *
- *   1. slab_mutex         SlabCacheRegistry: cache creation and disposal
- *   2. sheaf_drain        per cache: one drainer (Shrink, Dispose) at a time
+ *   1. slab_mutex         SlabCacheRegistry: cache creation, merging and disposal
+ *   2. sheaf_drain        per cache: one drainer (Shrink, Dispose, reclaim) at a time;
+ *                         destructors run under it, in a leaf-only region
  *   3. barn_lock          per cache: the store of full sheaves
  *   4. list_lock          per cache: partial/full lists, slab free lists, counters
  *
- * Leaves, under which nothing is taken: the cache's sheaf-table lock (growing the
- * per-thread table) and ThreadSlot's id lock.
+ * Leaves (LeafSpinLock), under which nothing is taken: sheaf_table (the per-thread
+ * table and a root's aliases), thread_slot, page_cache, and any leaf lock a
+ * destructor takes. Constructors run with no allocator lock held.
  *
  * Not locks, and taking none: the page layer (an atomic byte count, a CAS to install
  * a page-map leaf) and a thread's own sheaf, which its owner guards with the
  * Busy/DrainRequested handshake (Sheaves/Sheaf.cs). The handshake's rule completes the
  * order: an owner never waits for anything while its Busy is 1, so a drainer that
- * waits for Busy == 0 while holding sheaf_drain cannot deadlock with it.
+ * waits for Busy == 0 while holding sheaf_drain cannot deadlock with it. A thread that
+ * waits for the reclaim thread (page limit) holds no allocator lock and no Busy.
  */
 
 using System.Diagnostics;

@@ -22,7 +22,9 @@ public static class Reclaim
 {
     private const int ShrinkBatch = 128;   // SHRINK_BATCH
 
-    private static readonly object s_gate = new();   // thread start and pass counters (Monitor)
+    // reclaim_gate: thread start and the pass counters, with Monitor.Wait/PulseAll. Outside
+    // the lock order: nothing is taken or called while it is held.
+    private static readonly object s_gate = new();
     private static readonly AutoResetEvent s_wake = new(false);
     private static Thread? s_thread;
     private static int s_kicked;

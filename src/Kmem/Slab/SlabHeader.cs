@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Kmem.Slab;
 
-internal enum BlockKind : int
+internal enum BlockKind : byte
 {
     /// <summary>A slab: one block carved into equal objects of one cache.</summary>
     Slab = 1,
@@ -10,7 +10,7 @@ internal enum BlockKind : int
     Large = 2,
 }
 
-internal enum SlabList : int
+internal enum SlabList : byte
 {
     /// <summary>Every object is out (in sheaves or with users): on no list, as in SLUB.</summary>
     Full = 0,
@@ -25,12 +25,15 @@ internal enum SlabList : int
 /// </summary>
 /// <remarks>
 /// Fields above the line are fixed while the block lives and may be read without a
-/// lock; the rest belong to the owning cache's list_lock.
+/// lock; the rest (and List) belong to the owning cache's list_lock. Exactly 64 bytes,
+/// one cache line: a 64 KiB slab of 64 B objects loses one object to it, not two.
 /// </remarks>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct SlabHeader
 {
     public BlockKind Kind;
+    /// <summary>Under list_lock (its byte neighbour Kind is immutable, so sharing the word is safe).</summary>
+    public SlabList List;
     /// <summary>Index of the owning cache in the cache registry; -1 for large blocks.</summary>
     public int CacheIndex;
     public byte* Block;
@@ -46,7 +49,6 @@ internal unsafe struct SlabHeader
     // ---- list_lock ----
     /// <summary>Objects not on this slab's freelist (with users or parked in sheaves).</summary>
     public int InUse;
-    public SlabList List;
     public void* Freelist;
     public SlabHeader* Prev;
     public SlabHeader* Next;

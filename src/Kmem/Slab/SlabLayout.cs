@@ -46,6 +46,7 @@ internal readonly unsafe struct SlabLayout
     /// <param name="withBitmap">Reserve an allocation bitmap (ConsistencyChecks).</param>
     public static SlabLayout Compute(int stride, int align, int freeLinkOffset, bool withBitmap)
     {
+        System.Diagnostics.Debug.Assert(sizeof(SlabHeader) == 64, "SlabHeader outgrew its cache line");
         SlabLayout best = default;
         for (int shift = MinSlabShift; shift <= MaxSlabShift; shift++)
         {
