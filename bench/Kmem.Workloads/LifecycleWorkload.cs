@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Kmem.Locking;
 
@@ -79,15 +78,11 @@ public static unsafe class LifecycleWorkload
 
     private static double Measure(SlabCache cache, bool perUse, bool hasState, int threads, TimeSpan duration, out double perSecond)
     {
-        long total = 0;
-        bool stop = false;
-        using var start = new Barrier(threads + 1);
-        var workers = Enumerable.Range(0, threads).Select(_ => new Thread(() =>
+        var (cycles, seconds) = TimedThreads.Run(threads, duration, stop =>
         {
             var held = stackalloc nint[Burst];
-            long ops = 0;
-            start.SignalAndWait();
-            while (!Volatile.Read(ref stop))
+            long n = 0;
+            while (!stop.Requested)
             {
                 for (int i = 0; i < Burst; i++)
                 {
@@ -106,17 +101,11 @@ public static unsafe class LifecycleWorkload
                         TearDown(o[0]);
                     cache.Free(o);
                 }
-                ops += Burst;
+                n += Burst;
             }
-            Interlocked.Add(ref total, ops);
-        })).ToList();
-        workers.ForEach(w => w.Start());
-        start.SignalAndWait();
-        var sw = Stopwatch.StartNew();
-        Thread.Sleep(duration);
-        Volatile.Write(ref stop, true);
-        workers.ForEach(w => w.Join());
-        perSecond = total / sw.Elapsed.TotalSeconds;
-        return total;
+            return n;
+        });
+        perSecond = cycles / seconds;
+        return cycles;
     }
 }

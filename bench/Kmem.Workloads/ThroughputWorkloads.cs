@@ -19,15 +19,11 @@ public static unsafe class ThroughputWorkloads
     /// </summary>
     public static Measurement Scaling(Allocator allocator, int threads, TimeSpan duration)
     {
-        long total = 0;
-        using var start = new Barrier(threads + 1);
-        bool stop = false;
-        var workers = Enumerable.Range(0, threads).Select(_ => new Thread(() =>
+        var (ops, seconds) = TimedThreads.Run(threads, duration, stop =>
         {
             var held = stackalloc nint[Burst];
-            long ops = 0;
-            start.SignalAndWait();
-            while (!Volatile.Read(ref stop))
+            long n = 0;
+            while (!stop.Requested)
             {
                 for (int i = 0; i < Burst; i++)
                 {
@@ -37,17 +33,11 @@ public static unsafe class ThroughputWorkloads
                 }
                 for (int i = 0; i < Burst; i++)
                     allocator.Free((void*)held[i]);
-                ops += Burst;
+                n += Burst;
             }
-            Interlocked.Add(ref total, ops);
-        })).ToList();
-        workers.ForEach(w => w.Start());
-        start.SignalAndWait();
-        var sw = Stopwatch.StartNew();
-        Thread.Sleep(duration);
-        Volatile.Write(ref stop, true);
-        workers.ForEach(w => w.Join());
-        return new Measurement("scaling", allocator.Name, threads, Interlocked.Read(ref total) / sw.Elapsed.TotalSeconds);
+            return n;
+        });
+        return new Measurement("scaling", allocator.Name, threads, ops / seconds);
     }
 
     /// <summary>

@@ -7,26 +7,17 @@ namespace Kmem.Locking;
 /// <see cref="LockValidator"/> on, every acquisition is checked against the lock rules.
 /// </summary>
 /// <remarks>Not a leaf: locks may be taken while it is held, so a destructor may not take it.</remarks>
-public sealed class KLock : IValidatedLock
+public sealed class KLock : NamedLock
 {
     private readonly Lock _lock = new();
-    private long _acquired;
-    private long _contended;
 
     public KLock(string className)
+        : base(className)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(className);
-        ClassName = className;
     }
 
     /// <inheritdoc/>
-    public string ClassName { get; }
-
-    /// <inheritdoc/>
-    public bool IsLeaf => false;
-
-    public long Acquired => Volatile.Read(ref _acquired);
-    public long Contended => Volatile.Read(ref _contended);
+    public override bool IsLeaf => false;
 
     public void Enter()
     {
@@ -62,7 +53,7 @@ public sealed class KLock : IValidatedLock
         _lock.Exit();
     }
 
-    public bool IsHeldByCurrentThread => _lock.IsHeldByCurrentThread;
+    public override bool IsHeldByCurrentThread => _lock.IsHeldByCurrentThread;
 
     /// <summary><c>using (x.Scope())</c> form of Enter/Exit.</summary>
     public Held Scope()
@@ -70,8 +61,6 @@ public sealed class KLock : IValidatedLock
         Enter();
         return new Held(this);
     }
-
-    public override string ToString() => $"KLock '{ClassName}'";
 
     public readonly ref struct Held
     {

@@ -9,29 +9,20 @@ namespace Kmem.Locking;
 /// With <see cref="LockValidator"/> on, taking any lock while holding one, or taking one
 /// recursively, throws <see cref="LockValidationException"/> naming both.
 /// </remarks>
-public sealed class LeafSpinLock : IValidatedLock
+public sealed class LeafSpinLock : NamedLock
 {
     private int _state;
     private int _owner;
-    private long _acquired;
-    private long _contended;
 
     public LeafSpinLock(string className)
+        : base(className)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(className);
-        ClassName = className;
     }
 
     /// <inheritdoc/>
-    public string ClassName { get; }
+    public override bool IsLeaf => true;
 
-    /// <inheritdoc/>
-    public bool IsLeaf => true;
-
-    public long Acquired => Volatile.Read(ref _acquired);
-    public long Contended => Volatile.Read(ref _contended);
-
-    public bool IsHeldByCurrentThread => Volatile.Read(ref _owner) == Environment.CurrentManagedThreadId;
+    public override bool IsHeldByCurrentThread => Volatile.Read(ref _owner) == Environment.CurrentManagedThreadId;
 
     public void Enter()
     {
@@ -79,8 +70,6 @@ public sealed class LeafSpinLock : IValidatedLock
         Enter();
         return new Held(this);
     }
-
-    public override string ToString() => $"LeafSpinLock '{ClassName}'";
 
     public readonly ref struct Held
     {

@@ -1,0 +1,34 @@
+namespace Kmem.Locking;
+
+/// <summary>
+/// What every Kmem lock has: a class name (its place in the lock order and in lock
+/// statistics), whether it is a leaf, and acquisition counts. The counts are updated by
+/// the holder, under the lock, so counting costs no atomic.
+/// </summary>
+public abstract class NamedLock : IValidatedLock
+{
+    private protected long _acquired;
+    private protected long _contended;
+
+    private protected NamedLock(string className)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(className);
+        ClassName = className;
+    }
+
+    /// <inheritdoc/>
+    public string ClassName { get; }
+
+    /// <inheritdoc/>
+    public abstract bool IsLeaf { get; }
+
+    /// <summary>Acquisitions so far.</summary>
+    public long Acquired => Volatile.Read(ref _acquired);
+
+    /// <summary>Acquisitions that found the lock held and had to wait.</summary>
+    public long Contended => Volatile.Read(ref _contended);
+
+    public abstract bool IsHeldByCurrentThread { get; }
+
+    public override string ToString() => $"{GetType().Name} '{ClassName}'";
+}
