@@ -238,40 +238,49 @@ public unsafe class LifecycleTests
             _ => call => call % perSlab == 0 && call / perSlab % 2 == 1,
         };
         var appThreads = new ConcurrentDictionary<int, bool>();
+        var errors = new ConcurrentQueue<Exception>();
         long failures = 0;
         var threads = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
         {
-            appThreads[Environment.CurrentManagedThreadId] = true;
-            var held = new List<nint>();
-            var rng = new Random(Environment.CurrentManagedThreadId);
-            for (int i = 0; i < 40_000; i++)
+            try
             {
-                if (held.Count < 2000 && rng.Next(3) != 0)
+                appThreads[Environment.CurrentManagedThreadId] = true;
+                var held = new List<nint>();
+                var rng = new Random(Environment.CurrentManagedThreadId);
+                for (int i = 0; i < 40_000; i++)
                 {
-                    if (cache.TryAlloc(out void* p))
+                    if (held.Count < 2000 && rng.Next(3) != 0)
                     {
-                        Assert.True(t.Live.ContainsKey((nint)p), "handed out an unconstructed object");
-                        (*(long*)*(nint*)p)++;
-                        held.Add((nint)p);
+                        if (cache.TryAlloc(out void* p))
+                        {
+                            Assert.True(t.Live.ContainsKey((nint)p), "handed out an unconstructed object");
+                            (*(long*)*(nint*)p)++;
+                            held.Add((nint)p);
+                        }
+                        else
+                        {
+                            Interlocked.Increment(ref failures);
+                        }
                     }
-                    else
+                    else if (held.Count > 0)
                     {
-                        Interlocked.Increment(ref failures);
+                        int k = rng.Next(held.Count);
+                        cache.Free((void*)held[k]);
+                        held[k] = held[^1];
+                        held.RemoveAt(held.Count - 1);
                     }
                 }
-                else if (held.Count > 0)
-                {
-                    int k = rng.Next(held.Count);
-                    cache.Free((void*)held[k]);
-                    held[k] = held[^1];
-                    held.RemoveAt(held.Count - 1);
-                }
+                foreach (nint p in held)
+                    cache.Free((void*)p);
             }
-            foreach (nint p in held)
-                cache.Free((void*)p);
+            catch (Exception e)
+            {
+                errors.Enqueue(e);   // a worker's failure fails the test, not the test host
+            }
         })).ToList();
         threads.ForEach(th => th.Start());
         threads.ForEach(th => th.Join());
+        Assert.Empty(errors);
 
         SlabCacheStatistics before = cache.GetStatistics();
         Assert.Equal(0, before.ActiveObjects);

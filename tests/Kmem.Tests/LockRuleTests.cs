@@ -60,16 +60,22 @@ public unsafe class LockRuleTests
     }
 
     [Fact]
-    public void Allocating_while_holding_a_leaf_lock_is_reported()
+    public void Allocating_while_holding_a_leaf_lock_is_reported_and_leaves_the_cache_drainable()
     {
         var leaf = new LeafSpinLock("test_leaf_alloc");
         using var cache = SlabCache.Create("alloc-under-leaf", 64, TestOptions.Unmerged);
+        cache.Free(cache.Alloc());
+        cache.Shrink();   // this thread now has an empty sheaf: the next Alloc refills under barn_lock
         using (leaf.Scope())
         {
-            // A fresh cache's first allocation takes list_lock: not allowed under a leaf.
             var e = Assert.Throws<LockValidationException>(() => cache.Alloc());
             Assert.Equal("test_leaf_alloc", e.HeldLock);
         }
+        // The refused refill left no Busy flag set, so a drain does not wait for this thread.
+        var drainer = new Thread(cache.Shrink) { IsBackground = true };
+        drainer.Start();
+        Assert.True(drainer.Join(TimeSpan.FromSeconds(10)), "Shrink hung on a sheaf left busy");
+        cache.Free(cache.Alloc());
     }
 
     [Fact]

@@ -32,24 +32,10 @@ public sealed unsafe partial class SlabCache
         {
             if (!EnterSheaf(s))
                 continue;
-            if (s->Count == 0)
-            {
-                using (_barn.Lock.Scope())
-                    _barn.TryTakeFull(s);
-            }
-            if (s->Count == 0)
-            {
-                using (_listLock.Scope())
-                    s->Count = TakeFromPartial(Sheaf.Objects(s), s->Capacity);
-                ReverseObjects(s);
-            }
-            if (s->Count > 0)
-            {
-                void* p = Sheaf.Objects(s)[--s->Count];
-                Volatile.Write(ref s->Busy, 0);
-                return p;
-            }
+            void* p = RefillAndPop(s);
             Volatile.Write(ref s->Busy, 0);
+            if (p != null)
+                return p;
 
             // Nothing free anywhere: map a new slab, holding no lock and no Busy.
             SlabHeader* slab = NewSlab(out AllocationFailure failure, out Exception? thrown);
@@ -100,24 +86,61 @@ public sealed unsafe partial class SlabCache
         while (!EnterSheaf(s))
         {
         }
-        if (s->Count == s->Capacity)
+        try
         {
-            bool parked;
-            using (_barn.Lock.Scope())
-                parked = _barn.TryPutFull(s);
-            if (!parked)
+            if (s->Count == s->Capacity)
             {
-                // Barn full: the older half goes back to the slabs, the warmer half stays.
-                int half = s->Count / 2;
-                using (_listLock.Scope())
-                    excess = ReturnToSlabs(Sheaf.Objects(s), half, ref release);
-                new Span<nint>(Sheaf.Objects(s) + half, s->Count - half).CopyTo(new Span<nint>(Sheaf.Objects(s), s->Count - half));
-                s->Count -= half;
+                bool parked;
+                using (_barn.Lock.Scope())
+                    parked = _barn.TryPutFull(s);
+                if (!parked)
+                {
+                    // Barn full: the older half goes back to the slabs, the warmer half stays.
+                    int half = s->Count / 2;
+                    using (_listLock.Scope())
+                        excess = ReturnToSlabs(Sheaf.Objects(s), half, ref release);
+                    new Span<nint>(Sheaf.Objects(s) + half, s->Count - half).CopyTo(new Span<nint>(Sheaf.Objects(s), s->Count - half));
+                    s->Count -= half;
+                }
             }
+            Sheaf.Objects(s)[s->Count++] = obj;
         }
-        Sheaf.Objects(s)[s->Count++] = obj;
-        Volatile.Write(ref s->Busy, 0);
+        finally
+        {
+            // Also when the validator refused a lock: a drainer must never wait on a
+            // Busy flag its owner left set.
+            Volatile.Write(ref s->Busy, 0);
+        }
         AfterReturn(release, excess);
+    }
+
+    /// <summary>
+    /// With Busy set: refills an empty sheaf from the barn, else from partial slabs, and
+    /// pops one object; null when neither had any. Busy is the caller's to clear, on every
+    /// exit (the validator may refuse a lock here).
+    /// </summary>
+    private void* RefillAndPop(Sheaf* s)
+    {
+        try
+        {
+            if (s->Count == 0)
+            {
+                using (_barn.Lock.Scope())
+                    _barn.TryTakeFull(s);
+            }
+            if (s->Count == 0)
+            {
+                using (_listLock.Scope())
+                    s->Count = TakeFromPartial(Sheaf.Objects(s), s->Capacity);
+                ReverseObjects(s);
+            }
+            return s->Count > 0 ? Sheaf.Objects(s)[--s->Count] : null;
+        }
+        catch
+        {
+            Volatile.Write(ref s->Busy, 0);
+            throw;
+        }
     }
 
     /// <summary>

@@ -193,10 +193,12 @@ public static class Reclaim
         }
     }
 
+    /// <summary>The GC's view of the machine's memory load, as of its last collection (none before the first).</summary>
     private static bool MemoryLoadHigh()
     {
         GCMemoryInfo info = GC.GetGCMemoryInfo();
-        return info.MemoryLoadBytes >= info.HighMemoryLoadThresholdBytes * MemoryLoadThreshold;
+        return info.HighMemoryLoadThresholdBytes > 0
+            && info.MemoryLoadBytes >= info.HighMemoryLoadThresholdBytes * MemoryLoadThreshold;
     }
 
     /// <summary>One pass over every cache, round-robin from where the last pass stopped.</summary>
