@@ -15,8 +15,10 @@
  * Not locks, and taking none: the page layer (an atomic byte count, a CAS to install
  * a page-map leaf) and a thread's own sheaf, which its owner guards with the
  * Busy/DrainRequested handshake (Sheaves/Sheaf.cs). The handshake's rule completes the
- * order: an owner never waits for anything while its Busy is 1, so a drainer that
- * waits for Busy == 0 while holding sheaf_drain cannot deadlock with it. A thread that
+ * order: an owner never waits for anything while its Busy is 1 but barn_lock and
+ * list_lock, which no drainer holds while it waits, and clears Busy on every exit
+ * (exceptions included), so a drainer that waits for Busy == 0 while holding
+ * sheaf_drain cannot deadlock with it. A thread that
  * waits for the reclaim thread (page limit) holds no allocator lock and no Busy.
  */
 

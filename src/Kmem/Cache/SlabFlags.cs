@@ -23,8 +23,12 @@ public enum SlabFlags
     /// caches bypass the per-CPU fast path), so this costs a lock per operation.
     /// </summary>
     ConsistencyChecks = 1 << 6,
-    /// <summary>Randomise the free-list order of new slabs. Not implemented yet.</summary>
+    /// <summary>
+    /// Link the objects of each new slab in a random order (CONFIG_SLAB_FREELIST_RANDOM),
+    /// so the next object's address cannot be guessed from the last one's. The constructor
+    /// runs in that order.
+    /// </summary>
     RandomizeFreelist = 1 << 7,
-    /// <summary>Never merge this cache with another.</summary>
+    /// <summary>Never merge this cache with another (see <see cref="SlabCache.MergedInto"/>).</summary>
     NoMerge = 1 << 8,
 }

@@ -19,7 +19,7 @@ public sealed class KLock : NamedLock
     /// <inheritdoc/>
     public override bool IsLeaf => false;
 
-    public void Enter()
+    public override void Enter()
     {
         if (LockValidator.Enabled)
             LockValidator.BeforeAcquire(this, tryLock: false);
@@ -34,7 +34,7 @@ public sealed class KLock : NamedLock
     }
 
     /// <summary>Takes the lock only if nobody holds it (never waits).</summary>
-    public bool TryEnter()
+    public override bool TryEnter()
     {
         if (LockValidator.Enabled)
             LockValidator.BeforeAcquire(this, tryLock: true);
@@ -46,7 +46,7 @@ public sealed class KLock : NamedLock
         return true;
     }
 
-    public void Exit()
+    public override void Exit()
     {
         if (LockValidator.Enabled)
             LockValidator.Released(this);
@@ -54,18 +54,4 @@ public sealed class KLock : NamedLock
     }
 
     public override bool IsHeldByCurrentThread => _lock.IsHeldByCurrentThread;
-
-    /// <summary><c>using (x.Scope())</c> form of Enter/Exit.</summary>
-    public Held Scope()
-    {
-        Enter();
-        return new Held(this);
-    }
-
-    public readonly ref struct Held
-    {
-        private readonly KLock _owner;
-        internal Held(KLock owner) => _owner = owner;
-        public void Dispose() => _owner.Exit();
-    }
 }

@@ -24,7 +24,7 @@ public sealed class LeafSpinLock : NamedLock
 
     public override bool IsHeldByCurrentThread => Volatile.Read(ref _owner) == Environment.CurrentManagedThreadId;
 
-    public void Enter()
+    public override void Enter()
     {
         if (LockValidator.Enabled)
             LockValidator.BeforeAcquire(this, tryLock: false);
@@ -43,7 +43,7 @@ public sealed class LeafSpinLock : NamedLock
     }
 
     /// <summary>Takes the lock only if it is free (never spins).</summary>
-    public bool TryEnter()
+    public override bool TryEnter()
     {
         if (LockValidator.Enabled)
             LockValidator.BeforeAcquire(this, tryLock: true);
@@ -56,25 +56,11 @@ public sealed class LeafSpinLock : NamedLock
         return true;
     }
 
-    public void Exit()
+    public override void Exit()
     {
         if (LockValidator.Enabled)
             LockValidator.Released(this);
         _owner = 0;
         Volatile.Write(ref _state, 0);
-    }
-
-    /// <summary><c>using (x.Scope())</c> form of Enter/Exit.</summary>
-    public Held Scope()
-    {
-        Enter();
-        return new Held(this);
-    }
-
-    public readonly ref struct Held
-    {
-        private readonly LeafSpinLock _owner;
-        internal Held(LeafSpinLock owner) => _owner = owner;
-        public void Dispose() => _owner.Exit();
     }
 }

@@ -30,5 +30,27 @@ public abstract class NamedLock : IValidatedLock
 
     public abstract bool IsHeldByCurrentThread { get; }
 
+    /// <summary>Takes the lock, waiting as long as it takes.</summary>
+    public abstract void Enter();
+
+    /// <summary>Takes the lock only if it is free now (never waits).</summary>
+    public abstract bool TryEnter();
+
+    public abstract void Exit();
+
+    /// <summary><c>using (x.Scope())</c> form of Enter/Exit.</summary>
+    public Held Scope()
+    {
+        Enter();
+        return new Held(this);
+    }
+
+    public readonly ref struct Held
+    {
+        private readonly NamedLock _owner;
+        internal Held(NamedLock owner) => _owner = owner;
+        public void Dispose() => _owner.Exit();
+    }
+
     public override string ToString() => $"{GetType().Name} '{ClassName}'";
 }
