@@ -141,6 +141,7 @@ public sealed unsafe partial class SlabCache
         {
             SlabHeader* next = chain->Next;
             Debug.Assert(chain->InUse == 0, "releasing a slab with objects in use");
+            AssertWholeFreeList(chain);
             if (_lifecycle && Destruct(chain) is { } failure)
                 first ??= failure;
             PageMap.Clear(chain->Block, chain->BlockSize);
@@ -156,6 +157,24 @@ public sealed unsafe partial class SlabCache
                 Interlocked.Add(ref _slabsFreedByShrink, freed);
         }
         return first;
+    }
+
+    /// <summary>
+    /// Debug: a slab about to be freed has every object on its free list, each once, each
+    /// an object of this slab (a rollback slab has never handed one out). A slab freed
+    /// with an object still out would hand that memory to the next block user.
+    /// </summary>
+    [Conditional("DEBUG")]
+    private void AssertWholeFreeList(SlabHeader* slab)
+    {
+        int n = 0;
+        for (void* o = slab->Freelist; o != null; o = *LinkOf(o))
+        {
+            uint offset = (uint)((byte*)o - (byte*)slab - _layout.ObjectOffset);
+            Debug.Assert(offset < _span && _layout.IsObjectBoundary(offset), $"cache '{Name}': free list of a slab being freed leaves the slab");
+            Debug.Assert(++n <= _layout.Objects, $"cache '{Name}': free list of a slab being freed is longer than the slab (a cycle: double free)");
+        }
+        Debug.Assert(n == _layout.Objects, $"cache '{Name}': slab freed with {_layout.Objects - n} object(s) off its free list");
     }
 
     /// <summary>
