@@ -162,7 +162,7 @@ public sealed unsafe partial class SlabCache
     /// </summary>
     private static bool EnterSheaf(Sheaf* s)
     {
-        s->Busy = 1;
+        Volatile.Write(ref s->Busy, 1);   // not sunk below the read that follows
         if (Volatile.Read(ref s->DrainRequested) == 0)
             return true;
         Volatile.Write(ref s->Busy, 0);

@@ -180,7 +180,9 @@ public sealed unsafe partial class SlabCache : IDisposable
             Sheaf* s = table[id];
             if (s != null)
             {
-                s->Busy = 1;
+                // A volatile store (a plain mov on x64) so that the JIT cannot sink it below
+                // the DrainRequested read; the drainer's process-wide barrier orders the CPU.
+                Volatile.Write(ref s->Busy, 1);
                 int n = s->Count - 1;
                 if (n >= 0 && Volatile.Read(ref s->DrainRequested) == 0)
                 {
@@ -226,7 +228,7 @@ public sealed unsafe partial class SlabCache : IDisposable
             Sheaf* s = table[id];
             if (s != null)
             {
-                s->Busy = 1;
+                Volatile.Write(ref s->Busy, 1);   // not sunk below the read that follows
                 int n = s->Count;
                 if (n < s->Capacity && Volatile.Read(ref s->DrainRequested) == 0)
                 {

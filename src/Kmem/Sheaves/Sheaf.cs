@@ -22,7 +22,9 @@ namespace Kmem.Sheaves;
 /// </list>
 /// The process-wide barrier orders the owner's store of Busy before its load of
 /// DrainRequested, so either the drainer sees Busy = 1 and waits, or the owner sees the
-/// request and backs off. Invariant: Busy is never 1 while the owner waits for anything.
+/// request and backs off. The owner's store of Busy is a volatile write: a plain store
+/// could legally be moved by the JIT after the DrainRequested read, where no barrier
+/// could order it. Invariant: Busy is never 1 while the owner waits for anything.
 /// </remarks>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct Sheaf
