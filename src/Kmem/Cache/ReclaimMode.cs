@@ -8,11 +8,3 @@ internal enum ReclaimMode
     /// <summary>Everything: sheaves and barn drained, every empty slab freed (idle cache, memory pressure).</summary>
     Trim,
 }
-
-/// <summary>What the reclaim thread remembers of a cache between passes, to see it idle.</summary>
-internal sealed class ReclaimIdleState
-{
-    public long LastActivity = -1;
-    public long IdleSinceTicks;
-    public bool Trimmed;
-}

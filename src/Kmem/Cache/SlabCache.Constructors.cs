@@ -194,6 +194,6 @@ public sealed unsafe partial class SlabCache
             return thrown ?? new SlabAllocationException(Name, failure, (nuint)ObjectSize);
         slab->Next = null;
         using (_drainLock.Scope())
-            return ReleaseSlabs(slab, SlabFreedBy.Shrink);
+            return ReleaseSlabs(slab, SlabFreedBy.Shrink, out _);
     }
 }

@@ -39,7 +39,7 @@ public sealed unsafe partial class SlabCache
                 UnlinkEmpties(keep: 0, long.MaxValue, ref release);
                 TakeRollbacks(long.MaxValue, ref release);
             }
-            failure = ReleaseSlabs(release, SlabFreedBy.Shrink);
+            failure = ReleaseSlabs(release, SlabFreedBy.Shrink, out _);
         }
         Pages.Trim();
         if (failure != null)
@@ -97,13 +97,13 @@ public sealed unsafe partial class SlabCache
             if (live != 0)
             {
                 // Refuse, and leave the cache as it was: drained, but whole and usable.
-                ReleaseSlabs(release, SlabFreedBy.Shrink);
+                ReleaseSlabs(release, SlabFreedBy.Shrink, out _);
                 string list = string.Join(", ", named.Select(a => $"0x{a:x}"));
                 throw new SlabUsageException(Name, named.Count > 0 ? named[0] : 0,
                     $"cache '{Name}': Dispose with {live} live object(s) ({list}{(live > named.Count ? ", ..." : "")}); free them first")
                 { LiveObjects = live };
             }
-            failure = ReleaseSlabs(release, SlabFreedBy.Shrink);
+            failure = ReleaseSlabs(release, SlabFreedBy.Shrink, out _);
             using (_sheafTableLock.Scope())
             {
                 _disposed = true;
@@ -151,11 +151,12 @@ public sealed unsafe partial class SlabCache
             long maxSlabs = _lifecycle ? Math.Max(1, budget / _layout.Objects) : long.MaxValue;
             using (_listLock.Scope())
             {
-                freedSlabs = TakeRollbacks(maxSlabs, ref release);
-                freedSlabs += UnlinkEmpties(keep, maxSlabs - freedSlabs, ref release);
+                long taken = TakeRollbacks(maxSlabs, ref release);
+                UnlinkEmpties(keep, maxSlabs - taken, ref release);
                 more = _rollback != null || (_emptyCount > keep && (_lifecycle || mode == ReclaimMode.Trim));
             }
-            failure = ReleaseSlabs(release, SlabFreedBy.Reclaim);
+            // Counts the slabs the drain emptied as well: all of them are this pass's work.
+            failure = ReleaseSlabs(release, SlabFreedBy.Reclaim, out freedSlabs);
         }
         if (_lifecycle)
             budget -= freedSlabs * _layout.Objects;

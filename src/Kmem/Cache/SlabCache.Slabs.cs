@@ -130,13 +130,13 @@ public sealed unsafe partial class SlabCache
     /// list) to the page layer, destructing their objects first. A ctor/dtor cache calls
     /// it only from the reclaim thread or inside Shrink/Dispose, holding sheaf_drain and
     /// nothing else. Returns the first exception a destructor threw; the slabs are freed
-    /// regardless.
+    /// regardless. <paramref name="freed"/> is how many.
     /// </summary>
-    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by)
+    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by, out long freed)
     {
         Debug.Assert(!_lifecycle || _drainLock.IsHeldByCurrentThread, "a ctor/dtor cache frees slabs only under sheaf_drain (reclaim, Shrink, Dispose)");
         Exception? first = null;
-        long freed = 0;
+        freed = 0;
         while (chain != null)
         {
             SlabHeader* next = chain->Next;
@@ -268,9 +268,9 @@ public sealed unsafe partial class SlabCache
 
     /// <summary>
     /// Unlinks empty slabs beyond <paramref name="keep"/>, at most <paramref name="max"/>,
-    /// for release; returns how many. Caller holds list_lock.
+    /// for release. Caller holds list_lock.
     /// </summary>
-    private int UnlinkEmpties(long keep, long max, ref SlabHeader* release)
+    private void UnlinkEmpties(long keep, long max, ref SlabHeader* release)
     {
         Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
         int unlinked = 0;
@@ -285,7 +285,6 @@ public sealed unsafe partial class SlabCache
             slab = next;
         }
         Debug.Assert(keep > 0 || unlinked == max || _emptyCount == 0, "empty count out of step with the partial list");
-        return unlinked;
     }
 
     /// <summary>Moves up to <paramref name="max"/> slabs of failed construction onto <paramref name="release"/>. Caller holds list_lock.</summary>

@@ -151,7 +151,7 @@ public sealed unsafe partial class SlabCache
     private void AfterReturn(SlabHeader* release, bool excess)
     {
         if (release != null)
-            ReleaseSlabs(release, SlabFreedBy.Free);
+            ReleaseSlabs(release, SlabFreedBy.Free, out _);
         if (excess)
             Kmem.Reclaim.Kick();
     }

@@ -21,35 +21,28 @@ public sealed class KLock : NamedLock
 
     public override void Enter()
     {
-        if (LockValidator.Enabled)
-            LockValidator.BeforeAcquire(this, tryLock: false);
+        Validate(tryLock: false);
         if (!_lock.TryEnter())
         {
             _lock.Enter();
             _contended++;
         }
-        _acquired++;
-        if (LockValidator.Enabled)
-            LockValidator.Acquired(this);
+        Taken();
     }
 
     /// <summary>Takes the lock only if nobody holds it (never waits).</summary>
     public override bool TryEnter()
     {
-        if (LockValidator.Enabled)
-            LockValidator.BeforeAcquire(this, tryLock: true);
+        Validate(tryLock: true);
         if (!_lock.TryEnter())
             return false;
-        _acquired++;
-        if (LockValidator.Enabled)
-            LockValidator.Acquired(this);
+        Taken();
         return true;
     }
 
     public override void Exit()
     {
-        if (LockValidator.Enabled)
-            LockValidator.Released(this);
+        Releasing();
         _lock.Exit();
     }
 

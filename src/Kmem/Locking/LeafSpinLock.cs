@@ -26,8 +26,7 @@ public sealed class LeafSpinLock : NamedLock
 
     public override void Enter()
     {
-        if (LockValidator.Enabled)
-            LockValidator.BeforeAcquire(this, tryLock: false);
+        Validate(tryLock: false);
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
         {
             var wait = new SpinWait();
@@ -36,30 +35,24 @@ public sealed class LeafSpinLock : NamedLock
             while (Volatile.Read(ref _state) != 0 || Interlocked.CompareExchange(ref _state, 1, 0) != 0);
             _contended++;
         }
-        _acquired++;
         _owner = Environment.CurrentManagedThreadId;
-        if (LockValidator.Enabled)
-            LockValidator.Acquired(this);
+        Taken();
     }
 
     /// <summary>Takes the lock only if it is free (never spins).</summary>
     public override bool TryEnter()
     {
-        if (LockValidator.Enabled)
-            LockValidator.BeforeAcquire(this, tryLock: true);
+        Validate(tryLock: true);
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
             return false;
-        _acquired++;
         _owner = Environment.CurrentManagedThreadId;
-        if (LockValidator.Enabled)
-            LockValidator.Acquired(this);
+        Taken();
         return true;
     }
 
     public override void Exit()
     {
-        if (LockValidator.Enabled)
-            LockValidator.Released(this);
+        Releasing();
         _owner = 0;
         Volatile.Write(ref _state, 0);
     }

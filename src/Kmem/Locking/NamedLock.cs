@@ -30,6 +30,28 @@ public abstract class NamedLock : IValidatedLock
 
     public abstract bool IsHeldByCurrentThread { get; }
 
+    /// <summary>Before an attempt: the validator's rules (a folded branch when validation is off).</summary>
+    private protected void Validate(bool tryLock)
+    {
+        if (LockValidator.Enabled)
+            LockValidator.BeforeAcquire(this, tryLock);
+    }
+
+    /// <summary>After the lock is taken, by its holder: the count, and the validator's held stack.</summary>
+    private protected void Taken()
+    {
+        _acquired++;
+        if (LockValidator.Enabled)
+            LockValidator.Acquired(this);
+    }
+
+    /// <summary>Before the lock is released, by its holder.</summary>
+    private protected void Releasing()
+    {
+        if (LockValidator.Enabled)
+            LockValidator.Released(this);
+    }
+
     /// <summary>Takes the lock, waiting as long as it takes.</summary>
     public abstract void Enter();
 
