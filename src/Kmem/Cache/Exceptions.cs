@@ -11,6 +11,8 @@ public enum AllocationFailure
     OutOfMemory,
     /// <summary>The cache's constructor failed on an object of the new slab.</summary>
     ConstructorFailed,
+    /// <summary>Charging the current <see cref="MemoryGroup"/> would pass its limit or an ancestor's.</summary>
+    GroupLimit,
 }
 
 /// <summary>An allocation could not be satisfied; nothing was allocated.</summary>
@@ -21,7 +23,13 @@ public class SlabAllocationException : Exception
     public SlabAllocationException(string message, Exception inner) : base(message, inner) { }
 
     public SlabAllocationException(string cacheName, AllocationFailure reason, nuint bytes)
-        : base($"cache '{cacheName}': cannot allocate {bytes} bytes: {Describe(reason)}")
+        : this(cacheName, reason, bytes, Describe(reason))
+    {
+    }
+
+    /// <summary>A failure whose reason needs more words than <paramref name="reason"/> (which group, which limit).</summary>
+    public SlabAllocationException(string cacheName, AllocationFailure reason, nuint bytes, string detail)
+        : base($"cache '{cacheName}': cannot allocate {bytes} bytes: {detail}")
     {
         CacheName = cacheName;
         Reason = reason;
@@ -35,6 +43,7 @@ public class SlabAllocationException : Exception
         AllocationFailure.PageLimit => $"page limit of {Pages.Limit} bytes reached ({Pages.BytesHeld} held)",
         AllocationFailure.InjectedFault => "injected page allocation fault",
         AllocationFailure.ConstructorFailed => "the constructor failed (the objects it had built are destructed by the reclaim thread)",
+        AllocationFailure.GroupLimit => "a memory group's limit was reached",
         _ => "the OS refused memory",
     };
 }

@@ -44,6 +44,8 @@ public sealed unsafe partial class SlabCache
         Flags = options.Flags;
         Align = root.Align;
         _layout = root._layout;
+        _account = root._account;
+        _groupOffset = root._groupOffset;
         _span = root._span;
         _index = root._index;
         _minEmptySlabs = root._minEmptySlabs;

@@ -70,7 +70,8 @@ public sealed unsafe partial class SlabCache : IDisposable
         _batchDtor = options.BatchDestructor;
         _lifecycle = options.HasConstructor || options.HasDestructor;
         _minEmptySlabs = _lifecycle ? options.MinEmptySlabs : MaxEmptySlabs;
-        _layout = ComputeLayout(objectSize, Align, _lifecycle, _checked);
+        _account = (Flags & SlabFlags.Account) != 0;
+        _layout = ComputeLayout(objectSize, Align, _lifecycle, _checked, _account, out _groupOffset);
         _span = (uint)_layout.Span;
         SheafCapacity = Sheaf.CapacityFor(_layout.Stride);
         _barn = new Barn(SheafCapacity, _layout.Stride);
@@ -82,11 +83,25 @@ public sealed unsafe partial class SlabCache : IDisposable
     /// The slot layout. A ctor/dtor cache keeps its free-list link after the object, so the
     /// object's bytes are never written by the allocator (SLUB's "free pointer outside
     /// the object" for ctor, RCU and poisoned caches); others keep it in the first word.
+    /// An accounted cache keeps each object's memory-group id after that (the kernel's
+    /// per-object obj_exts entry), at <paramref name="groupOffset"/> (-1 for none).
     /// </summary>
-    private static SlabLayout ComputeLayout(int objectSize, int align, bool lifecycle, bool withBitmap)
+    private static SlabLayout ComputeLayout(int objectSize, int align, bool lifecycle, bool withBitmap, bool account, out int groupOffset)
     {
-        int linkOffset = lifecycle ? SlabLayout.AlignUp(objectSize, sizeof(void*)) : 0;
-        int stride = SlabLayout.AlignUp(Math.Max(linkOffset + sizeof(void*), objectSize), align);
+        int end = SlabLayout.AlignUp(objectSize, sizeof(void*));
+        int linkOffset = 0;
+        if (lifecycle)
+        {
+            linkOffset = end;
+            end += sizeof(void*);
+        }
+        groupOffset = -1;
+        if (account)
+        {
+            groupOffset = end;
+            end += sizeof(void*);
+        }
+        int stride = SlabLayout.AlignUp(Math.Max(end, sizeof(void*)), align);
         return SlabLayout.Compute(stride, align, linkOffset, withBitmap);
     }
 
@@ -111,7 +126,8 @@ public sealed unsafe partial class SlabCache : IDisposable
         if (options.Destructor != null && options.BatchDestructor != null)
             throw new ArgumentException($"cache '{name}': give Destructor or BatchDestructor, not both", nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.MinEmptySlabs, nameof(options.MinEmptySlabs));
-        const SlabFlags implemented = SlabFlags.HwCacheAlign | SlabFlags.ConsistencyChecks | SlabFlags.NoMerge | SlabFlags.RandomizeFreelist;
+        const SlabFlags implemented = SlabFlags.HwCacheAlign | SlabFlags.ConsistencyChecks | SlabFlags.NoMerge | SlabFlags.RandomizeFreelist
+            | SlabFlags.Account;
         SlabFlags missing = options.Flags & ~implemented;
         if (missing != 0)
             throw new NotSupportedException($"cache '{name}': flags {missing} are not implemented yet");
@@ -152,6 +168,8 @@ public sealed unsafe partial class SlabCache : IDisposable
         obj = TryAllocFast();
         if (obj == null)
             obj = AllocSlow(throwOnFailure: false);
+        if (_account && obj != null)
+            obj = ChargeObject(obj, throwOnFailure: false);
         return obj != null;
     }
 
@@ -163,7 +181,9 @@ public sealed unsafe partial class SlabCache : IDisposable
         if (LockValidator.Enabled && _lifecycle)
             CheckNotInOwnLifecycle();
         void* p = TryAllocFast();
-        return p != null ? p : AllocSlow(throwOnFailure: true);
+        if (p == null)
+            p = AllocSlow(throwOnFailure: true);
+        return _account ? ChargeObject(p, throwOnFailure: true) : p;
     }
 
     /// <summary>
@@ -209,6 +229,8 @@ public sealed unsafe partial class SlabCache : IDisposable
         SlabHeader* slab = PageMap.Lookup(obj);
         if (slab == null || slab->CacheIndex != _index)
             ThrowForeignPointer(obj, slab);
+        if (_account)
+            UnchargeObject(obj, slab);
         FreeInSlab(obj, slab);
     }
 

@@ -9,7 +9,12 @@ public enum SlabFlags
     HwCacheAlign = 1 << 0,
     /// <summary>Slab memory returned only after an RCU grace period. Not implemented yet.</summary>
     TypesafeByRcu = 1 << 1,
-    /// <summary>Charge objects to the current memory group. Not implemented yet.</summary>
+    /// <summary>
+    /// Charge each object to the allocating thread's <see cref="MemoryGroup"/> (its slot
+    /// size) and uncharge it at free (SLAB_ACCOUNT). An allocation that would pass a
+    /// group's limit fails with <see cref="AllocationFailure.GroupLimit"/>. Costs 8 bytes
+    /// per object for the group id, kept outside the object.
+    /// </summary>
     Account = 1 << 2,
     /// <summary>Red zones around objects. Not implemented yet.</summary>
     RedZone = 1 << 3,

@@ -2,8 +2,8 @@ namespace Kmem.Locking;
 
 /// <summary>
 /// A named mutex (kernel: a mutex or a non-leaf spinlock with a lockdep class). The name
-/// is the lock class in the lock order of docs/design.md. Acquisitions and contended
-/// acquisitions are counted under the lock itself, so counting costs no atomic. With
+/// is the lock class in the lock order of docs/design.md. Acquisitions, contention and
+/// wait times are counted under the lock itself, so counting costs no atomic. With
 /// <see cref="LockValidator"/> on, every acquisition is checked against the lock rules.
 /// </summary>
 /// <remarks>Not a leaf: locks may be taken while it is held, so a destructor may not take it.</remarks>
@@ -24,8 +24,9 @@ public sealed class KLock : NamedLock
         Validate(tryLock: false);
         if (!_lock.TryEnter())
         {
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
             _lock.Enter();
-            _contended++;
+            Waited(start);
         }
         Taken();
     }

@@ -29,11 +29,12 @@ public sealed class LeafSpinLock : NamedLock
         Validate(tryLock: false);
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
         {
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
             var wait = new SpinWait();
             do
                 wait.SpinOnce();
             while (Volatile.Read(ref _state) != 0 || Interlocked.CompareExchange(ref _state, 1, 0) != 0);
-            _contended++;
+            Waited(start);
         }
         _owner = Environment.CurrentManagedThreadId;
         Taken();

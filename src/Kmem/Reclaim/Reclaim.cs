@@ -258,6 +258,14 @@ public static class Reclaim
         }
         if (pressure)
             RunShrinkers();
+        try
+        {
+            PerCpuAllocator.BalanceWhereNeeded();
+        }
+        catch (Exception e)
+        {
+            RecordFailure(e);
+        }
         if (trimmed)
             Pages.Trim();
         return more;

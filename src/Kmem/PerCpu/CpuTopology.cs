@@ -1,0 +1,70 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+
+namespace Kmem;
+
+/// <summary>
+/// The CPUs per-CPU memory is laid out for: one unit per possible CPU, as
+/// <c>num_possible_cpus()</c> sizes the kernel's chunks.
+/// </summary>
+/// <remarks>
+/// User space owns no CPU: a thread may be moved to another CPU, or preempted by a
+/// thread on the same CPU, between reading its CPU number and touching that CPU's unit.
+/// So per-CPU data here is per-CPU for locality (threads on different CPUs touch
+/// different cache lines), not for exclusion: updates must be atomic or tolerate races,
+/// as <see cref="PerCpuCounter"/>'s are.
+/// </remarks>
+public static class CpuTopology
+{
+    /// <summary>Units per per-CPU area: the possible CPUs (Linux: /sys/devices/system/cpu/possible), at least <see cref="Environment.ProcessorCount"/>.</summary>
+    public static int PossibleCpus { get; } = ReadPossibleCpus();
+
+    /// <summary>
+    /// The unit of the CPU the calling thread runs on now (already stale when it returns).
+    /// A processor number beyond <see cref="PossibleCpus"/> (affinity or cgroup quirks)
+    /// folds onto an existing unit.
+    /// </summary>
+    public static int CurrentCpu
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            uint id = (uint)Thread.GetCurrentProcessorId();
+            uint n = (uint)PossibleCpus;
+            return (int)(id < n ? id : id % n);
+        }
+    }
+
+    private const int MaxCpus = 4096;
+
+    private static int ReadPossibleCpus()
+    {
+        int cpus = Environment.ProcessorCount;
+        try
+        {
+            const string possible = "/sys/devices/system/cpu/possible";
+            if (OperatingSystem.IsLinux() && File.Exists(possible))
+                cpus = Math.Max(cpus, HighestInRanges(File.ReadAllText(possible)) + 1);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+        return Math.Clamp(cpus, 1, MaxCpus);
+    }
+
+    /// <summary>The highest number in a kernel CPU list such as "0-3,8,10-11"; -1 for none.</summary>
+    internal static int HighestInRanges(string list)
+    {
+        int highest = -1;
+        foreach (string part in list.Trim().Split(',', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string last = part.Contains('-', StringComparison.Ordinal) ? part[(part.IndexOf('-', StringComparison.Ordinal) + 1)..] : part;
+            if (int.TryParse(last, NumberStyles.None, CultureInfo.InvariantCulture, out int n))
+                highest = Math.Max(highest, n);
+        }
+        return highest;
+    }
+}
