@@ -1,7 +1,7 @@
 using Kmem.Cli;
 using Spectre.Console;
 
-// kmem demo | kmem bench [--quick] | kmem slabinfo
+// kmem demo [--quick] [--json FILE] [--out DIR] | kmem bench [--quick] | kmem stress [--quick] | kmem slabinfo
 string command = args.Length > 0 ? args[0] : "help";
 if (Console.IsOutputRedirected)
     AnsiConsole.Profile.Width = 140;   // logs and CI: no terminal to wrap the tables to
@@ -10,7 +10,8 @@ try
 {
     return command switch
     {
-        "demo" => DemoCommand.Run(quick),
+        "demo" => DemoCommand.Run(quick, Option("--json"), Option("--out")),
+        "stress" => StressCommand.Run(quick),
         "bench" => BenchCommand.Run(quick),
         "slabinfo" => SlabInfoCommand.Run(),
         _ => Help(),
@@ -22,10 +23,18 @@ catch (Exception e) when (e is Kmem.SlabUsageException or Kmem.SlabAllocationExc
     return 2;
 }
 
+string? Option(string name)
+{
+    int i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+}
+
 static int Help()
 {
     AnsiConsole.MarkupLine("[bold]kmem[/]: a slab allocator for .NET after Linux SLUB");
-    AnsiConsole.MarkupLine("  [green]kmem demo[/] [[--quick]]    a mixed multi-threaded workload, then the slabinfo table");
+    AnsiConsole.MarkupLine("  [green]kmem demo[/] [[--quick]] [[--json FILE]] [[--out DIR]]");
+    AnsiConsole.MarkupLine("                            the seed series' experiment: per-CPU memory kept by slab constructors and destructors");
+    AnsiConsole.MarkupLine("  [green]kmem stress[/] [[--quick]]  a mixed multi-threaded workload with cross-thread frees, then the slabinfo table");
     AnsiConsole.MarkupLine("  [green]kmem bench[/] [[--quick]]   throughput, scaling and memory against the floor and peers");
     AnsiConsole.MarkupLine("  [green]kmem slabinfo[/]           the caches of this process");
     return 1;

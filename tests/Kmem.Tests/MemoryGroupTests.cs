@@ -232,4 +232,50 @@ public unsafe class MemoryGroupTests
         accounted.Free(p);
         Assert.Equal(0, g.Usage);
     }
+
+    [Fact]
+    public void Accounted_areas_allocated_and_freed_concurrently_leave_no_charge_behind()
+    {
+        using var g = MemoryGroup.Root.CreateChild("pcpu-churn");
+        using var a = new PerCpuAllocator("pcpu-churn");
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, t =>
+        {
+            using var scope = g.Enter();
+            var live = new Queue<PerCpuPtr<long>>();
+            for (int i = 0; i < 50_000; i++)
+            {
+                live.Enqueue(a.Alloc<long>(1 + (i + t) % 3, account: true));
+                if (live.Count > 4)
+                    a.Free(live.Dequeue());   // granules freed here are reused by other threads at once
+            }
+            while (live.Count > 0)
+                a.Free(live.Dequeue());
+        });
+        Assert.Equal(0, g.Usage);
+    }
+
+    [Fact]
+    public void A_constructed_accounted_object_keeps_its_state_and_its_charge_apart()
+    {
+        using var g = MemoryGroup.Root.CreateChild("ctor-accounted");
+        using var cache = SlabCache.Create("ctor-accounted", 40, new SlabCacheOptions
+        {
+            Flags = SlabFlags.Account,
+            Constructor = o => { new Span<byte>(o, 40).Fill(0x5A); return true; },
+            Destructor = _ => { },
+        });
+        byte* p;
+        using (g.Enter())
+            p = (byte*)cache.Alloc();
+        Assert.True(new Span<byte>(p, 40).IndexOfAnyExcept((byte)0x5A) < 0);
+        Assert.Equal(cache.Stride, g.Usage);
+        Assert.True(cache.Stride >= 40 + 16, "the free-list link and the group id both live after the object");
+        cache.Free(p);
+        Assert.Equal(0, g.Usage);
+        using (g.Enter())
+            p = (byte*)cache.Alloc();
+        Assert.True(new Span<byte>(p, 40).IndexOfAnyExcept((byte)0x5A) < 0, "the object was not left as it was freed");
+        cache.Free(p);
+        cache.Shrink();
+    }
 }

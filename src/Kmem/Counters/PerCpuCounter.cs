@@ -59,6 +59,30 @@ public unsafe struct PerCpuCounter
         }
     }
 
+    /// <summary>
+    /// Initialises counters over a per-CPU area the caller owns and keeps (a cache of
+    /// areas, say): at least <c>counters.Length</c> ints per CPU, each CPU's copy zeroed.
+    /// Undo with <see cref="DetachMany"/>, not <see cref="DestroyMany"/>.
+    /// </summary>
+    public static void InitManyOver(Span<PerCpuCounter> counters, PerCpuPtr<int> area, long amount = 0)
+    {
+        if (area.IsNull)
+            throw new ArgumentException("null per-CPU area", nameof(area));
+        for (int i = 0; i < counters.Length; i++)
+        {
+            counters[i]._count = amount;
+            counters[i]._counters = area.Offset(i);
+        }
+    }
+
+    /// <summary>Detaches counters made by <see cref="InitManyOver"/> from their area, which it returns unfreed.</summary>
+    public static PerCpuPtr<int> DetachMany(Span<PerCpuCounter> counters)
+    {
+        PerCpuPtr<int> area = FirstArea(counters);
+        counters.Clear();
+        return area;
+    }
+
     /// <summary>Frees the per-CPU area of counters made by one <see cref="InitMany"/> (percpu_counter_destroy_many); they read 0 after.</summary>
     /// <exception cref="SlabUsageException">The span does not start with the first counter of an InitMany, or it was destroyed already.</exception>
     public static void DestroyMany(Span<PerCpuCounter> counters)
@@ -80,15 +104,13 @@ public unsafe struct PerCpuCounter
     /// </summary>
     public static bool ChargeMany(Span<PerCpuCounter> counters, MemoryGroup? group = null)
     {
-        PerCpuPtr<int> area = FirstArea(counters);
-        return OwnerOf(area).Charge(area, group ?? MemoryGroup.Current);
+        return PerCpuAllocator.ChargeArea(FirstArea(counters).Address, group ?? MemoryGroup.Current);
     }
 
     /// <summary>Gives back the charge made by <see cref="ChargeMany"/> (percpu_counter_uncharge_many).</summary>
     public static void UnchargeMany(Span<PerCpuCounter> counters)
     {
-        PerCpuPtr<int> area = FirstArea(counters);
-        OwnerOf(area).Uncharge(area);
+        PerCpuAllocator.UnchargeArea(FirstArea(counters).Address);
     }
 
     /// <summary>

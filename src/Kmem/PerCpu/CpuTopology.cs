@@ -20,8 +20,11 @@ public static class CpuTopology
     public static int PossibleCpus { get; } = ReadPossibleCpus();
 
     /// <summary>
-    /// The unit of the CPU the calling thread runs on now (already stale when it returns).
-    /// A processor number beyond <see cref="PossibleCpus"/> (affinity or cgroup quirks)
+    /// The unit of the CPU the calling thread ran on recently: the processor number is
+    /// read again every <see cref="RefreshEvery"/> calls (it costs several nanoseconds),
+    /// so after a migration a thread keeps its old CPU's unit for a few more uses. That
+    /// costs locality, never correctness: per-CPU data here is updated atomically. A
+    /// processor number beyond <see cref="PossibleCpus"/> (affinity or cgroup quirks)
     /// folds onto an existing unit.
     /// </summary>
     public static int CurrentCpu
@@ -29,10 +32,32 @@ public static class CpuTopology
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
         {
-            uint id = (uint)Thread.GetCurrentProcessorId();
-            uint n = (uint)PossibleCpus;
-            return (int)(id < n ? id : id % n);
+            // One thread-static word: the CPU above the uses left, so a use is one load and one
+            // store. Uses left of 0 (spent) or 255 (a new thread's 0, decremented) refresh it.
+            int state = t_cpuAndUses - 1;
+            if ((uint)((state & UsesMask) - 1) >= RefreshEvery)
+                return Refresh();
+            t_cpuAndUses = state;
+            return state >> UsesBits;
         }
+    }
+
+    /// <summary>Uses of a cached processor number before it is read again.</summary>
+    public const int RefreshEvery = 64;
+
+    private const int UsesBits = 8;
+    private const int UsesMask = (1 << UsesBits) - 1;
+
+    [ThreadStatic] private static int t_cpuAndUses;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static int Refresh()
+    {
+        uint id = (uint)Thread.GetCurrentProcessorId();
+        uint n = (uint)PossibleCpus;
+        int cpu = (int)(id < n ? id : id % n);
+        t_cpuAndUses = (cpu << UsesBits) | RefreshEvery;
+        return cpu;
     }
 
     private const int MaxCpus = 4096;

@@ -155,7 +155,7 @@ public sealed unsafe class PerCpuAllocator : IDisposable
         for (int cpu = 0; cpu < Units; cpu++)
             NativeMemory.Clear(unit0 + (nint)cpu * UnitSize, (nuint)(bits * MinAllocSize));
         if (group != null)
-            chunk.OwnerSlot(bit) = group.Id;
+            chunk.ChargeRecord(bit) = PerCpuChunk.PackCharge(group.Id, fullSize);
         Interlocked.Increment(ref _allocations);
         Interlocked.Add(ref _bytesInUse, bits * MinAllocSize);
         area = new PerCpuPtr<byte>((nint)unit0);
@@ -221,6 +221,7 @@ public sealed unsafe class PerCpuAllocator : IDisposable
         PerCpuChunk chunk = FindChunk(area.Address, "free");
         int bit = (int)((area.Address - (nint)chunk.Base) / MinAllocSize);
         int bits;
+        long charge;
         bool becameEmpty;
         _lock.Enter();
         try
@@ -228,6 +229,9 @@ public sealed unsafe class PerCpuAllocator : IDisposable
             string? problem = chunk.Dead ? "is not a live per-CPU area" : CheckStart(chunk, area.Address, bit);
             if (problem != null)
                 throw Misuse(area.Address, "free", problem);
+            // The charge record goes with the area, under the lock: once the granules are
+            // free, the next owner may write its own (pcpu_memcg_free_hook runs here too).
+            charge = chunk.TakeCharge(bit);
             bits = chunk.Free(bit);
             becameEmpty = chunk.IsEmpty && HasOtherEmptyChunk(chunk);
         }
@@ -235,9 +239,8 @@ public sealed unsafe class PerCpuAllocator : IDisposable
         {
             _lock.Exit();
         }
-        int groupId = chunk.TakeOwner(bit);
-        if (groupId != 0)
-            MemoryGroup.FromId(groupId).Uncharge((long)bits * MinAllocSize * Units);
+        if (charge != 0)
+            MemoryGroup.FromId(PerCpuChunk.ChargedGroup(charge)).Uncharge(PerCpuChunk.ChargedBytes(charge));
         Interlocked.Increment(ref _frees);
         Interlocked.Add(ref _bytesInUse, -(long)bits * MinAllocSize);
         if (becameEmpty && Interlocked.Exchange(ref _needBalance, 1) == 0)
@@ -254,56 +257,75 @@ public sealed unsafe class PerCpuAllocator : IDisposable
     public bool Charge<T>(PerCpuPtr<T> area) where T : unmanaged => Charge(area, MemoryGroup.Current);
 
     /// <summary>As <see cref="Charge{T}(PerCpuPtr{T})"/>, to <paramref name="group"/>.</summary>
-    public bool Charge<T>(PerCpuPtr<T> area, MemoryGroup? group) where T : unmanaged
+    public bool Charge<T>(PerCpuPtr<T> area, MemoryGroup? group) where T : unmanaged =>
+        ChargeIn(FindChunk(area.Address, "charge"), area.Address, group);
+
+    /// <summary>Gives back the charge of a live area (pcpu_uncharge); nothing if it is not charged. Takes no lock.</summary>
+    public void Uncharge<T>(PerCpuPtr<T> area) where T : unmanaged =>
+        UnchargeIn(FindChunk(area.Address, "uncharge"), area.Address);
+
+    /// <summary><see cref="Charge{T}(PerCpuPtr{T}, MemoryGroup?)"/> for an area whose allocator the caller does not know (per-CPU counters).</summary>
+    internal static bool ChargeArea(nint address, MemoryGroup? group)
     {
-        (PerCpuChunk chunk, int bit) = LiveArea(area.Address, "charge");
+        PerCpuChunk c = ChunkOrThrow(address, "charge");
+        return c.Owner.ChargeIn(c, address, group);
+    }
+
+    /// <summary><see cref="Uncharge{T}"/> for an area whose allocator the caller does not know.</summary>
+    internal static void UnchargeArea(nint address)
+    {
+        PerCpuChunk c = ChunkOrThrow(address, "uncharge");
+        c.Owner.UnchargeIn(c, address);
+    }
+
+    private bool ChargeIn(PerCpuChunk chunk, nint address, MemoryGroup? group)
+    {
+        int bit = LiveBit(chunk, address, "charge");
         group = group?.Online();
         if (group == null || group == MemoryGroup.Root)
             return true;
-        ref int owner = ref chunk.OwnerSlot(bit);
-        if (owner != 0)
-            throw Misuse(area.Address, "charge", $"is already charged to memory group '{MemoryGroup.FromId(owner).Name}'");
-        if (!group.TryCharge(AreaBytes(chunk, bit)))
+        ref long record = ref chunk.ChargeRecord(bit);
+        if (record != 0)
+            throw Misuse(address, "charge", $"is already charged to memory group '{MemoryGroup.FromId(PerCpuChunk.ChargedGroup(record)).Name}'");
+        long bytes = AreaBytes(chunk, bit);
+        if (!group.TryCharge(bytes))
             return false;
-        owner = group.Id;
+        record = PerCpuChunk.PackCharge(group.Id, bytes);
         return true;
     }
 
-    /// <summary>Gives back the charge of a live area (pcpu_uncharge); nothing if it is not charged. Takes no lock.</summary>
-    public void Uncharge<T>(PerCpuPtr<T> area) where T : unmanaged
+    private void UnchargeIn(PerCpuChunk chunk, nint address)
     {
-        (PerCpuChunk chunk, int bit) = LiveArea(area.Address, "uncharge");
-        int id = chunk.TakeOwner(bit);
-        if (id != 0)
-            MemoryGroup.FromId(id).Uncharge(AreaBytes(chunk, bit));
+        long record = chunk.TakeCharge(LiveBit(chunk, address, "uncharge"));
+        if (record != 0)
+            MemoryGroup.FromId(PerCpuChunk.ChargedGroup(record)).Uncharge(PerCpuChunk.ChargedBytes(record));
     }
 
     /// <summary>The group a live area is charged to, or null.</summary>
     public MemoryGroup? ChargedTo<T>(PerCpuPtr<T> area) where T : unmanaged
     {
-        (PerCpuChunk chunk, int bit) = LiveArea(area.Address, "look up");
-        int id = chunk.OwnerSlot(bit);
-        return id == 0 ? null : MemoryGroup.FromId(id);
+        PerCpuChunk chunk = FindChunk(area.Address, "look up");
+        long record = chunk.ChargeRecord(LiveBit(chunk, area.Address, "look up"));
+        return record == 0 ? null : MemoryGroup.FromId(PerCpuChunk.ChargedGroup(record));
     }
 
     /// <summary>Bytes per CPU of a live area (its size rounded up to the granule).</summary>
     public int SizeOf<T>(PerCpuPtr<T> area) where T : unmanaged
     {
-        (PerCpuChunk chunk, int bit) = LiveArea(area.Address, "size");
-        return chunk.LiveAreaBits(bit) * MinAllocSize;
+        PerCpuChunk chunk = FindChunk(area.Address, "size");
+        return chunk.LiveAreaBits(LiveBit(chunk, area.Address, "size")) * MinAllocSize;
     }
 
     private static long AreaBytes(PerCpuChunk chunk, int bit) => (long)chunk.LiveAreaBits(bit) * MinAllocSize * Units;
 
-    /// <summary>The chunk and granule of a live area, checked without pcpu_lock (the caller owns the area).</summary>
-    private (PerCpuChunk, int) LiveArea(nint address, string operation)
+    /// <summary>The granule of a live area, checked without pcpu_lock (the caller owns the area).</summary>
+    private int LiveBit(PerCpuChunk chunk, nint address, string operation)
     {
-        PerCpuChunk chunk = FindChunk(address, operation);
         int bit = (int)((address - (nint)chunk.Base) / MinAllocSize);
         string? problem = CheckStart(chunk, address, bit);
         if (problem != null)
             throw Misuse(address, operation, problem);
-        return (chunk, bit);
+        return bit;
     }
 
     private static string? CheckStart(PerCpuChunk chunk, nint address, int bit) =>
@@ -311,14 +333,22 @@ public sealed unsafe class PerCpuAllocator : IDisposable
 
     private PerCpuChunk FindChunk(nint address, string operation)
     {
-        PerCpuChunk[] chunks = Volatile.Read(ref s_chunks);
-        int i = FindInsertionIndex(chunks, address) - 1;
-        if (i < 0 || !chunks[i].Contains(address))
-            throw Misuse(address, operation, "is not in CPU 0's unit of any per-CPU chunk");
-        PerCpuChunk chunk = chunks[i];
+        PerCpuChunk chunk = ChunkOf(address) ?? throw Misuse(address, operation, "is not in CPU 0's unit of any per-CPU chunk");
         if (chunk.Owner != this)
             throw Misuse(address, operation, $"belongs to per-CPU allocator '{chunk.Owner.Name}'");
         return chunk;
+    }
+
+    private static PerCpuChunk ChunkOrThrow(nint address, string operation) =>
+        ChunkOf(address) ?? throw new SlabUsageException(null, address,
+            $"cannot {operation} per-CPU area 0x{address:x}: it is not in CPU 0's unit of any per-CPU chunk (freed already?)");
+
+    /// <summary>The chunk holding <paramref name="address"/> in its CPU 0 unit, or null; takes no lock.</summary>
+    private static PerCpuChunk? ChunkOf(nint address)
+    {
+        PerCpuChunk[] chunks = Volatile.Read(ref s_chunks);
+        int i = FindInsertionIndex(chunks, address) - 1;
+        return i >= 0 && chunks[i].Contains(address) ? chunks[i] : null;
     }
 
     /// <summary>The allocator that owns an area (null if none): frees that name no allocator use it.</summary>

@@ -12,7 +12,7 @@ namespace Kmem.PerCpu;
 /// The map is mm/percpu.c's pair of bitmaps over 4-byte granules: <c>alloc_map</c> marks
 /// allocated granules; <c>bound_map</c> marks the first granule of every area and the
 /// granule just past it, so a free finds an area's size from its start alone. Every
-/// method but <see cref="LiveAreaBits"/> and <see cref="OwnerSlot"/> runs under the
+/// method but <see cref="LiveAreaBits"/> and <see cref="ChargeRecord"/> runs under the
 /// allocator's <c>pcpu_lock</c>.
 /// </remarks>
 internal sealed unsafe class PerCpuChunk
@@ -20,10 +20,12 @@ internal sealed unsafe class PerCpuChunk
     public const int Granule = 4;
     public const int Bits = PerCpuAllocator.UnitSize / Granule;
     private const int Words = Bits / 64;
+    /// <summary>Granules a free looks at on each side to update the contiguity hint.</summary>
+    private const int HintReach = 256;
 
     private readonly ulong[] _alloc = new ulong[Words];
     private readonly ulong[] _bound = new ulong[Words + 1];
-    private int[]? _owners;
+    private long[]? _charges;
 
     public PerCpuChunk(PerCpuAllocator owner, byte* block, nuint blockSize)
     {
@@ -62,25 +64,36 @@ internal sealed unsafe class PerCpuChunk
         if (bits > ContigHint || bits > FreeBits)
             return -1;
         int start = _firstFree;
-        int longest = 0;
         while (true)
         {
             int runStart = NextClear(_alloc, start);
-            if (runStart >= Bits)
-                break;
-            int runEnd = NextSet(_alloc, runStart, Bits);
-            longest = Math.Max(longest, runEnd - runStart);
             int aligned = (runStart + alignBits - 1) & ~(alignBits - 1);
-            if (aligned + bits <= runEnd)
+            if (aligned + bits > Bits)
+                break;
+            // Look only as far as the area needs: the first allocated granule in the way, if any.
+            int blocked = NextSet(_alloc, runStart, aligned + bits);
+            if (blocked == aligned + bits)
             {
                 Mark(aligned, bits);
                 return aligned;
             }
-            start = runEnd;
+            start = blocked + 1;
         }
-        // The whole map was scanned from the first free granule: the hint is now exact.
-        ContigHint = longest;
+        // The map was searched from the first free granule: make the hint exact.
+        ContigHint = LongestFreeRun();
         return -1;
+    }
+
+    private int LongestFreeRun()
+    {
+        int longest = 0;
+        for (int start = NextClear(_alloc, 0); start < Bits;)
+        {
+            int end = NextSet(_alloc, start, Bits);
+            longest = Math.Max(longest, end - start);
+            start = NextClear(_alloc, end);
+        }
+        return longest;
     }
 
     private void Mark(int bit, int bits)
@@ -115,9 +128,12 @@ internal sealed unsafe class PerCpuChunk
         FreeBits += bits;
         Areas--;
         _firstFree = Math.Min(_firstFree, bit);
-        // The free run now holding this area may join free neighbours on both sides.
-        int before = bit == 0 ? 0 : PrevSet(_alloc, bit - 1) + 1;
-        int after = NextSet(_alloc, bit + bits, Bits);
+        // The free run now holding this area may join free neighbours on both sides. Look
+        // a few words each way; past that, assume the run goes on (the hint may overstate).
+        int before = bit <= HintReach ? 0 : PrevSet(_alloc, bit - 1, bit - HintReach) + 1;
+        int after = NextSet(_alloc, bit + bits, Math.Min(Bits, bit + bits + HintReach));
+        if (after == bit + bits + HintReach)
+            after = Bits;
         ContigHint = Math.Max(ContigHint, after - before);
         Debug.Assert(FreeBits <= Bits && Areas >= 0, "percpu area map out of balance");
         return bits;
@@ -130,31 +146,38 @@ internal sealed unsafe class PerCpuChunk
     public int LiveAreaBits(int bit) => NextSet(_bound, bit + 1, Bits + 1) - bit;
 
     /// <summary>
-    /// The memory-group id an area is charged to (0: none), kept per granule as the
-    /// kernel's <c>obj_exts</c>. Only the area's owner (its allocation, charge, uncharge
-    /// and free) touches its slot.
+    /// The charge of an area, kept per granule as the kernel's <c>obj_exts</c>: the
+    /// memory-group id over the bytes charged (0: none). Only the area's owner (its
+    /// allocation, charge, uncharge) touches its record, but for the free, which takes it
+    /// under pcpu_lock before the granules can be handed out again.
     /// </summary>
-    public ref int OwnerSlot(int bit)
+    public ref long ChargeRecord(int bit)
     {
-        int[]? owners = Volatile.Read(ref _owners);
-        if (owners == null)
+        long[]? records = Volatile.Read(ref _charges);
+        if (records == null)
         {
-            Interlocked.CompareExchange(ref _owners, new int[Bits], null);
-            owners = _owners!;
+            Interlocked.CompareExchange(ref _charges, new long[Bits], null);
+            records = _charges!;
         }
-        return ref owners[bit];
+        return ref records[bit];
     }
 
-    /// <summary>The charged group of the area at <paramref name="bit"/> (0 if none), cleared.</summary>
-    public int TakeOwner(int bit)
+    /// <summary>The area's charge record (0 if none), cleared.</summary>
+    public long TakeCharge(int bit)
     {
-        int[]? owners = Volatile.Read(ref _owners);
-        if (owners == null)
+        long[]? records = Volatile.Read(ref _charges);
+        if (records == null)
             return 0;
-        int id = owners[bit];
-        owners[bit] = 0;
-        return id;
+        long record = records[bit];
+        records[bit] = 0;
+        return record;
     }
+
+    public static long PackCharge(int groupId, long bytes) => ((long)groupId << 32) | bytes;
+
+    public static int ChargedGroup(long record) => (int)(record >>> 32);
+
+    public static long ChargedBytes(long record) => record & uint.MaxValue;
 
     private static bool TestBit(ulong[] map, int bit) => (map[bit >> 6] & (1UL << bit)) != 0;
 
@@ -200,17 +223,17 @@ internal sealed unsafe class PerCpuChunk
         return limit;
     }
 
-    /// <summary>The last set bit at or before <paramref name="from"/>; -1 if none.</summary>
-    private static int PrevSet(ulong[] map, int from)
+    /// <summary>The last set bit in [<paramref name="floor"/>, <paramref name="from"/>]; <paramref name="floor"/> - 1 if none.</summary>
+    private static int PrevSet(ulong[] map, int from, int floor)
     {
-        for (int w = from >> 6; w >= 0; w--)
+        for (int w = from >> 6; w >= floor >> 6; w--)
         {
             ulong set = map[w];
             if (w == from >> 6)
                 set &= ulong.MaxValue >> (63 - (from & 63));
             if (set != 0)
-                return (w << 6) + 63 - BitOperations.LeadingZeroCount(set);
+                return Math.Max(floor - 1, (w << 6) + 63 - BitOperations.LeadingZeroCount(set));
         }
-        return -1;
+        return floor - 1;
     }
 }
