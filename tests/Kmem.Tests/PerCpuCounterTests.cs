@@ -97,4 +97,42 @@ public unsafe class PerCpuCounterTests
         c.Destroy();
         Assert.Throws<SlabUsageException>(() => copy.Destroy());
     }
+
+    private struct Session
+    {
+        public long Id;
+        public FourCounters Stats;
+    }
+
+    [Fact]
+    public void A_constructor_builds_counters_once_and_the_destructor_frees_them_under_the_leaf_rule()
+    {
+        // The seed's pattern, with the lock validator on: the constructor takes
+        // pcpu_alloc_mutex (no allocator lock is held), the destructor frees with
+        // pcpu_lock alone (a leaf, legal in its leaf-only region).
+        using var a = new PerCpuAllocator("counter-ctor");
+        using var sessions = SlabCache.Create("session-counters", sizeof(Session), new SlabCacheOptions
+        {
+            Flags = SlabFlags.NoMerge,
+            Constructor = o => { PerCpuCounter.InitMany(((Session*)o)->Stats, 0, a); return true; },
+            Destructor = o => PerCpuCounter.DestroyMany(((Session*)o)->Stats),
+        });
+        long acquisitions = a.AllocMutex.Acquired;
+        for (int i = 0; i < 10_000; i++)
+        {
+            var s = (Session*)sessions.Alloc();
+            s->Id = i;
+            s->Stats[0].Add(1);
+            s->Stats[0].Add(-1);
+            Assert.Equal(0, s->Stats[0].Sum());
+            sessions.Free(s);
+        }
+        SlabCacheStatistics stats = sessions.GetStatistics();
+        // One area per constructed object, none per use.
+        Assert.Equal(stats.ConstructorCalls, a.AllocMutex.Acquired - acquisitions);
+        Assert.True(stats.ConstructorCalls < 10_000 / 10, $"{stats.ConstructorCalls} constructions for 10000 uses");
+        sessions.Shrink();
+        Assert.Equal(0, a.GetStatistics().Areas);
+        Assert.Equal(sessions.GetStatistics().ConstructorCalls, sessions.GetStatistics().DestructorCalls);
+    }
 }

@@ -7,10 +7,13 @@
  *                         destructors run under it, in a leaf-only region
  *   3. barn_lock          per cache: the store of full sheaves
  *   4. list_lock          per cache: partial/full lists, slab free lists, counters
+ *   5. pcpu_alloc_mutex   per PerCpuAllocator: every per-CPU allocation; taken with no
+ *                         other Kmem lock held (PerCpu/PerCpuAllocator.cs)
  *
  * Leaves (LeafSpinLock), under which nothing is taken: sheaf_table (the per-thread
- * table and a root's aliases), thread_slot, page_cache, and any leaf lock a
- * destructor takes. Constructors run with no allocator lock held.
+ * table and a root's aliases), thread_slot, page_cache, pcpu_lock (all a per-CPU
+ * free takes), and any leaf lock a destructor takes. Constructors run with no
+ * allocator lock held, so they may allocate per-CPU memory; destructors may free it.
  *
  * Not locks, and taking none: the page layer (an atomic byte count, a CAS to install
  * a page-map leaf) and a thread's own sheaf, which its owner guards with the
