@@ -81,7 +81,7 @@ internal static class DemoOutput
             foreach (RunRecord r in Records(results).Where(r => r.Workload == w))
             {
                 md.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {r.Threads} | {r.Mode} | {DemoReport.Rate(r.OpsPerSecond)} | {(r.GainOverBaseline is double g ? DemoReport.Percent(g) : "")} | {(r.NoPercpuOverThis is double f ? f.ToString("F2", CultureInfo.InvariantCulture) + "x" : "")} | {r.AllocMutexAcquisitionsPerLifetime:0.####} | {r.AllocMutexContended} |");
+                    $"| {r.Threads} | {r.Mode} | {DemoReport.Rate(r.OpsPerSecond)} | {(r.GainOverBaseline is double g ? DemoReport.Percent(g) : "")} | {(r.NoPercpuOverThis is double f ? f.ToString("F2", CultureInfo.InvariantCulture) + "x" : "")} | {DemoReport.PerLifetime(r.AllocMutexAcquisitionsPerLifetime)} | {r.AllocMutexContended} |");
             }
             md.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"![{w}](throughput-{w}.svg)").AppendLine();
             md.AppendLine("```").Append(DemoReport.LockTable(results, w)).AppendLine("```").AppendLine();

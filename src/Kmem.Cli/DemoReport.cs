@@ -26,7 +26,7 @@ internal static class DemoReport
                 Rate(r.OpsPerSecond),
                 r.Mode == "baseline" ? "" : Percent(r.OpsPerSecond / baseline.OpsPerSecond - 1),
                 r.Mode == "no-percpu" ? "" : string.Create(CultureInfo.InvariantCulture, $"{floor.OpsPerSecond / r.OpsPerSecond:F2}x"),
-                string.Create(CultureInfo.InvariantCulture, $"{r.AllocMutexAcquisitionsPerLifetime:0.####}"),
+                PerLifetime(r.AllocMutexAcquisitionsPerLifetime),
                 r.AllocMutexContended.ToString("N0", CultureInfo.InvariantCulture));
         }
         return table;
@@ -100,6 +100,10 @@ internal static class DemoReport
 
     public static string Percent(double fraction) => string.Create(CultureInfo.InvariantCulture, $"{fraction * 100:+0.0;-0.0}%");
 
-    private static string Range(double[] values) => values.Length == 0 ? "-" :
-        string.Create(CultureInfo.InvariantCulture, $"{values.Min():0.####} .. {values.Max():0.####}");
+    private static string Range(double[] values) => values.Length == 0 ? "-" : $"{PerLifetime(values.Min())} .. {PerLifetime(values.Max())}";
+
+    /// <summary>Acquisitions per lifetime: plain down to 0.001, then in powers of ten so a small figure does not read as 0.</summary>
+    public static string PerLifetime(double v) => v is > 0 and < 0.001
+        ? v.ToString("0.0e0", CultureInfo.InvariantCulture)
+        : v.ToString("0.###", CultureInfo.InvariantCulture);
 }

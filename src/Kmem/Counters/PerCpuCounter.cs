@@ -39,7 +39,7 @@ public unsafe struct PerCpuCounter
 
     /// <summary>Initialises one counter to <paramref name="amount"/> (percpu_counter_init).</summary>
     public void Init(long amount = 0, PerCpuAllocator? allocator = null, bool account = false) =>
-        InitMany(new Span<PerCpuCounter>(Unsafe.AsPointer(ref this), 1), amount, allocator, account);
+        InitMany(MemoryMarshal.CreateSpan(ref this, 1), amount, allocator, account);
 
     /// <summary>
     /// Initialises every counter of <paramref name="counters"/> to <paramref name="amount"/>
@@ -95,7 +95,7 @@ public unsafe struct PerCpuCounter
     }
 
     /// <summary>Frees a counter made by <see cref="Init"/>.</summary>
-    public void Destroy() => DestroyMany(new Span<PerCpuCounter>(Unsafe.AsPointer(ref this), 1));
+    public void Destroy() => DestroyMany(MemoryMarshal.CreateSpan(ref this, 1));
 
     /// <summary>
     /// Charges the per-CPU memory of counters made by one <see cref="InitMany"/> to

@@ -352,12 +352,7 @@ public sealed unsafe class PerCpuAllocator : IDisposable
     }
 
     /// <summary>The allocator that owns an area (null if none): frees that name no allocator use it.</summary>
-    internal static PerCpuAllocator? OwnerOf(nint address)
-    {
-        PerCpuChunk[] chunks = Volatile.Read(ref s_chunks);
-        int i = FindInsertionIndex(chunks, address) - 1;
-        return i >= 0 && chunks[i].Contains(address) ? chunks[i].Owner : null;
-    }
+    internal static PerCpuAllocator? OwnerOf(nint address) => ChunkOf(address)?.Owner;
 
     /// <summary>Index of the first chunk whose base is above <paramref name="address"/>.</summary>
     private static int FindInsertionIndex(PerCpuChunk[] chunks, nint address)
