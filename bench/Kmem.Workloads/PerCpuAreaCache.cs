@@ -46,18 +46,7 @@ public sealed unsafe class PerCpuAreaCache : IDisposable
         yield return _depotLock.GetStatistics();
         LockStatistics cpu = _cpus[0].Lock.GetStatistics();
         foreach (CpuCache c in _cpus.Skip(1))
-        {
-            LockStatistics s = c.Lock.GetStatistics();
-            cpu = cpu with
-            {
-                Acquired = cpu.Acquired + s.Acquired,
-                Contended = cpu.Contended + s.Contended,
-                TotalWait = cpu.TotalWait + s.TotalWait,
-                MaxWait = s.MaxWait > cpu.MaxWait ? s.MaxWait : cpu.MaxWait,
-                MinWait = s.Contended > 0 && (cpu.Contended == 0 || s.MinWait < cpu.MinWait) ? s.MinWait : cpu.MinWait,
-                Instances = cpu.Instances + 1,
-            };
-        }
+            cpu = cpu.Add(c.Lock.GetStatistics());
         yield return cpu;
     }
 

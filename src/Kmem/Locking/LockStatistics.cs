@@ -66,7 +66,8 @@ public readonly record struct LockStatistics(
     internal static TimeSpan TicksToTime(long stopwatchTicks) =>
         TimeSpan.FromTicks((long)(stopwatchTicks * ((double)TimeSpan.TicksPerSecond / Stopwatch.Frequency)));
 
-    internal LockStatistics Add(LockStatistics other) => this with
+    /// <summary>This line and <paramref name="other"/> together: counts and waits added, the longer maximum and shorter minimum kept.</summary>
+    public LockStatistics Add(LockStatistics other) => this with
     {
         Acquired = Acquired + other.Acquired,
         Contended = Contended + other.Contended,
