@@ -86,8 +86,8 @@ public unsafe class SlabCacheTests
         Assert.Throws<ArgumentException>(() => SlabCache.Create("odd-align", 64, new SlabCacheOptions { Align = 24 }));
         Assert.Throws<ArgumentException>(() => SlabCache.Create("big-align", 64, new SlabCacheOptions { Align = 8192 }));
         Assert.Throws<ArgumentException>(() => SlabCache.Create(" ", 64, TestOptions.Unmerged));
-        var e = Assert.Throws<NotSupportedException>(() => SlabCache.Create("rcu", 64, new SlabCacheOptions { Flags = SlabFlags.TypesafeByRcu }));
-        Assert.Contains("TypesafeByRcu", e.Message);
+        var e = Assert.Throws<NotSupportedException>(() => SlabCache.Create("redzone", 64, new SlabCacheOptions { Flags = SlabFlags.RedZone }));
+        Assert.Contains("RedZone", e.Message);
     }
 
     [Fact]

@@ -14,7 +14,8 @@ public sealed unsafe partial class SlabCache
     /// <summary>
     /// Returns every empty slab to the page layer, after draining the objects parked in
     /// every thread's sheaf (idle and exited threads included) and in the barn; the
-    /// destructor runs on their objects, here, on the calling thread.
+    /// destructor runs on their objects, here, on the calling thread. A TypesafeByRcu cache
+    /// waits here for a grace period first (so never call it inside a read-side section).
     /// </summary>
     /// <exception cref="SlabUsageException">The cache is disposed.</exception>
     /// <exception cref="Exception">The first exception a destructor threw (a bug in it); every slab was freed regardless.</exception>
@@ -38,8 +39,9 @@ public sealed unsafe partial class SlabCache
             {
                 UnlinkEmpties(keep: 0, long.MaxValue, ref release);
                 TakeRollbacks(long.MaxValue, ref release);
+                TakeGracePeriodSlabs(all: true, ref release);
             }
-            failure = ReleaseSlabs(release, SlabFreedBy.Shrink, out _);
+            failure = FreeSlabsAfterGracePeriod(release, SlabFreedBy.Shrink);
         }
         Pages.Trim();
         if (failure != null)
@@ -51,10 +53,16 @@ public sealed unsafe partial class SlabCache
     /// returned. With live objects it refuses, names them, and leaves the cache as it was,
     /// usable. Disposing twice is allowed. Must not run concurrently with use of the cache.
     /// A merged cache is destroyed when its last alias is disposed (see <see cref="MergedInto"/>).
+    /// It first waits for pending <see cref="Kmalloc.FreeRcu"/> frees and, for a
+    /// TypesafeByRcu cache, for a grace period before its slabs' memory is returned.
     /// </summary>
     /// <exception cref="SlabUsageException">Objects are still allocated.</exception>
     public void Dispose()
     {
+        // Objects of this cache may be waiting in Kmalloc.FreeRcu (kvfree_rcu_barrier in
+        // kmem_cache_destroy). Waited for before slab_mutex: a callback may take it.
+        if (Rcu.PendingCallbacks != 0 && !Rcu.IsCallbackThread)
+            Rcu.Barrier();
         using (SlabCacheRegistry.Lock.Scope())
         {
             if (_root != this)
@@ -92,6 +100,7 @@ public sealed unsafe partial class SlabCache
                 {
                     UnlinkEmpties(keep: 0, long.MaxValue, ref release);
                     TakeRollbacks(long.MaxValue, ref release);
+                    TakeGracePeriodSlabs(all: true, ref release);
                 }
             }
             if (live != 0)
@@ -103,7 +112,7 @@ public sealed unsafe partial class SlabCache
                     $"cache '{Name}': Dispose with {live} live object(s) ({list}{(live > named.Count ? ", ..." : "")}); free them first")
                 { LiveObjects = live };
             }
-            failure = ReleaseSlabs(release, SlabFreedBy.Shrink, out _);
+            failure = FreeSlabsAfterGracePeriod(release, SlabFreedBy.Shrink);
             using (_sheafTableLock.Scope())
             {
                 _disposed = true;
@@ -136,7 +145,8 @@ public sealed unsafe partial class SlabCache
         failure = null;
         freedSlabs = 0;
         if (mode == ReclaimMode.Excess && Volatile.Read(ref _rollbackCount) == 0
-            && (!_lifecycle || Volatile.Read(ref _emptyCount) <= _minEmptySlabs))
+            && (!_lifecycle || Volatile.Read(ref _emptyCount) <= _minEmptySlabs)
+            && Volatile.Read(ref _rcuWaitingCount) == 0)
             return false;
         bool more;
         using (_drainLock.Scope())
@@ -149,14 +159,24 @@ public sealed unsafe partial class SlabCache
             long keep = mode == ReclaimMode.Trim ? 0 : _minEmptySlabs;
             // Bounded destructor work: at least one slab, at most the budget's worth.
             long maxSlabs = _lifecycle ? Math.Max(1, budget / _layout.Objects) : long.MaxValue;
+            // Slabs whose grace period has ended, freed now; the RCU callback that kicked
+            // this pass comes after the grace period, so they are ripe by then.
+            SlabHeader* ripe = null;
             using (_listLock.Scope())
             {
                 long taken = TakeRollbacks(maxSlabs, ref release);
                 UnlinkEmpties(keep, maxSlabs - taken, ref release);
                 more = _rollback != null || (_emptyCount > keep && (_lifecycle || mode == ReclaimMode.Trim));
+                TakeGracePeriodSlabs(all: false, ref ripe);
             }
             // Counts the slabs the drain emptied as well: all of them are this pass's work.
             failure = ReleaseSlabs(release, SlabFreedBy.Reclaim, out freedSlabs);
+            if (ripe != null)
+            {
+                Exception? late = FreeSlabs(ripe, SlabFreedBy.Reclaim, out long freedRipe);
+                failure ??= late;
+                freedSlabs += freedRipe;
+            }
         }
         if (_lifecycle)
             budget -= freedSlabs * _layout.Objects;
@@ -198,7 +218,7 @@ public sealed unsafe partial class SlabCache
                 ActiveObjects: active,
                 TotalObjects: total,
                 Slabs: _slabCount,
-                BytesHeld: (_slabCount + _rollbackCount) * _layout.SlabSize,
+                BytesHeld: (_slabCount + _rollbackCount + _rcuWaitingCount) * _layout.SlabSize,
                 ConstructorCalls: Volatile.Read(ref _ctorCalls),
                 ConstructorFailures: Volatile.Read(ref _ctorFailures),
                 DestructorCalls: Volatile.Read(ref _dtorCalls),
@@ -215,6 +235,7 @@ public sealed unsafe partial class SlabCache
                 SlabsFreedByShrink: Volatile.Read(ref _slabsFreedByShrink),
                 ConstructedFreeObjects: _lifecycle ? total - active : 0,
                 PendingRollbackSlabs: _rollbackCount,
+                SlabsAwaitingGracePeriod: _rcuWaitingCount,
                 Aliases: _aliases.Count);
         }
     }

@@ -126,13 +126,29 @@ public sealed unsafe partial class SlabCache
     }
 
     /// <summary>
+    /// Where every slab leaves the cache: a chain of slabs (linked by Next, off every list)
+    /// goes to <see cref="FreeSlabs"/>, or, in a TypesafeByRcu cache, waits for a grace
+    /// period first (<see cref="DeferPastGracePeriod"/>: readers may still look at its
+    /// objects). Returns the first exception a destructor threw; <paramref name="freed"/>
+    /// is how many slabs left.
+    /// </summary>
+    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by, out long freed)
+    {
+        if (!_typesafeByRcu)
+            return FreeSlabs(chain, by, out freed);
+        freed = chain == null ? 0 : DeferPastGracePeriod(chain);
+        return null;
+    }
+
+    /// <summary>
     /// The one place slabs are freed: returns a chain of slabs (linked by Next, off every
     /// list) to the page layer, destructing their objects first. A ctor/dtor cache calls
     /// it only from the reclaim thread or inside Shrink/Dispose, holding sheaf_drain and
-    /// nothing else. Returns the first exception a destructor threw; the slabs are freed
-    /// regardless. <paramref name="freed"/> is how many.
+    /// nothing else; a TypesafeByRcu cache only once the slabs' grace period has ended.
+    /// Returns the first exception a destructor threw; the slabs are freed regardless.
+    /// <paramref name="freed"/> is how many.
     /// </summary>
-    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by, out long freed)
+    private Exception? FreeSlabs(SlabHeader* chain, SlabFreedBy by, out long freed)
     {
         Debug.Assert(!_lifecycle || _drainLock.IsHeldByCurrentThread, "a ctor/dtor cache frees slabs only under sheaf_drain (reclaim, Shrink, Dispose)");
         Exception? first = null;

@@ -74,7 +74,8 @@ public sealed unsafe partial class SlabCache : IDisposable
         _lifecycle = options.HasConstructor || options.HasDestructor;
         _minEmptySlabs = _lifecycle ? options.MinEmptySlabs : MaxEmptySlabs;
         _account = (Flags & SlabFlags.Account) != 0;
-        _layout = ComputeLayout(objectSize, Align, _lifecycle, _checked, _account, out _groupOffset);
+        _typesafeByRcu = (Flags & SlabFlags.TypesafeByRcu) != 0;
+        _layout = ComputeLayout(objectSize, Align, linkOutside: _lifecycle || _typesafeByRcu, _checked, _account, out _groupOffset);
         _span = (uint)_layout.Span;
         SheafCapacity = Sheaf.CapacityFor(_layout.Stride);
         _barn = new Barn(SheafCapacity, _layout.Stride);
@@ -83,17 +84,18 @@ public sealed unsafe partial class SlabCache : IDisposable
     }
 
     /// <summary>
-    /// The slot layout. A ctor/dtor cache keeps its free-list link after the object, so the
-    /// object's bytes are never written by the allocator (SLUB's "free pointer outside
-    /// the object" for ctor, RCU and poisoned caches); others keep it in the first word.
+    /// The slot layout. A ctor/dtor or TypesafeByRcu cache keeps its free-list link after
+    /// the object, so the object's bytes are never written by the allocator (SLUB's "free
+    /// pointer outside the object" for ctor, RCU and poisoned caches: an RCU reader may
+    /// still be reading a freed object); others keep it in the first word.
     /// An accounted cache keeps each object's memory-group id after that (the kernel's
     /// per-object obj_exts entry), at <paramref name="groupOffset"/> (-1 for none).
     /// </summary>
-    private static SlabLayout ComputeLayout(int objectSize, int align, bool lifecycle, bool withBitmap, bool account, out int groupOffset)
+    private static SlabLayout ComputeLayout(int objectSize, int align, bool linkOutside, bool withBitmap, bool account, out int groupOffset)
     {
         int end = SlabLayout.AlignUp(objectSize, sizeof(void*));
         int linkOffset = 0;
-        if (lifecycle)
+        if (linkOutside)
         {
             linkOffset = end;
             end += sizeof(void*);
@@ -130,7 +132,7 @@ public sealed unsafe partial class SlabCache : IDisposable
             throw new ArgumentException($"cache '{name}': give Destructor or BatchDestructor, not both", nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.MinEmptySlabs, nameof(options.MinEmptySlabs));
         const SlabFlags implemented = SlabFlags.HwCacheAlign | SlabFlags.ConsistencyChecks | SlabFlags.NoMerge | SlabFlags.RandomizeFreelist
-            | SlabFlags.Account;
+            | SlabFlags.Account | SlabFlags.TypesafeByRcu;
         SlabFlags missing = options.Flags & ~implemented;
         if (missing != 0)
             throw new NotSupportedException($"cache '{name}': flags {missing} are not implemented yet");

@@ -25,6 +25,7 @@ namespace Kmem;
 /// <param name="ConstructedFreeObjects">Free objects that hold constructor-built state (ctor/dtor caches): memory that state keeps alive.</param>
 /// <param name="PendingRollbackSlabs">Slabs whose construction failed, waiting for the reclaim thread to destruct what was built.</param>
 /// <param name="Aliases">Other caches merged into this one.</param>
+/// <param name="SlabsAwaitingGracePeriod">Empty slabs of a TypesafeByRcu cache waiting for an RCU grace period before their memory is returned (counted in BytesHeld, not in Slabs).</param>
 public readonly record struct SlabCacheStatistics(
     long ActiveObjects,
     long TotalObjects,
@@ -46,7 +47,8 @@ public readonly record struct SlabCacheStatistics(
     long SlabsFreedByShrink = 0,
     long ConstructedFreeObjects = 0,
     long PendingRollbackSlabs = 0,
-    int Aliases = 0)
+    int Aliases = 0,
+    long SlabsAwaitingGracePeriod = 0)
 {
     /// <summary>Constructions that succeeded: each is matched by exactly one destructor call once its slab is freed.</summary>
     public long ConstructedObjects => ConstructorCalls - ConstructorFailures;

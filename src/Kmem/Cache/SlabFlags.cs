@@ -7,7 +7,13 @@ public enum SlabFlags
     None = 0,
     /// <summary>Align objects to a cache line (halved while the object fits in half, as SLUB does).</summary>
     HwCacheAlign = 1 << 0,
-    /// <summary>Slab memory returned only after an RCU grace period. Not implemented yet.</summary>
+    /// <summary>
+    /// SLAB_TYPESAFE_BY_RCU: objects may be reused at once, but a slab's memory goes back to
+    /// the page layer (and its destructor runs) only after an RCU grace period, so a reader
+    /// inside <see cref="Rcu.ReadLock"/> always finds an object of this cache at an address
+    /// it loaded, though maybe another identity: take the object's own lock, then re-check
+    /// its key. The free-list link lives after the object; never merged.
+    /// </summary>
     TypesafeByRcu = 1 << 1,
     /// <summary>
     /// Charge each object to the allocating thread's <see cref="MemoryGroup"/> (its slot

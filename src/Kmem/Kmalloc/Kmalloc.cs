@@ -86,6 +86,25 @@ public static unsafe class Kmalloc
         FreeLarge(p, h);
     }
 
+    /// <summary>
+    /// Frees <paramref name="p"/> after an RCU grace period (kfree_rcu): readers inside a
+    /// section that began before this call may go on using it. Checked now, freed later on
+    /// the RCU callback thread, allocating nothing. Null is a no-op. Accepts what
+    /// <see cref="Free"/> accepts; <see cref="Rcu.Barrier"/> waits for the pending frees.
+    /// </summary>
+    /// <exception cref="SlabUsageException">As <see cref="Free"/>, for an address that is not an allocation's start (a double free is found only when the free runs, and recorded in <see cref="Rcu.LastFailure"/>).</exception>
+    public static void FreeRcu(void* p)
+    {
+        if (p == null)
+            return;
+        SlabHeader* h = PageMap.Lookup(p);
+        if (h != null && h->Kind == BlockKind.Slab)
+            SlabCacheRegistry.Get(h->CacheIndex).CheckObjectStart(p, h);
+        else
+            CheckLarge(p, h);
+        Rcu.Enqueue(new RcuWork(null, (nint)p));
+    }
+
     /// <summary>Bytes usable at <paramref name="p"/> (at least what was asked; ksize). 0 for null.</summary>
     public static nuint UsableSize(void* p)
     {

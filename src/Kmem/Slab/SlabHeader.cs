@@ -38,7 +38,7 @@ internal unsafe struct SlabHeader
     public int CacheIndex;
     public byte* Block;
     public nuint BlockSize;
-    /// <summary>Large blocks: bytes usable by the caller.</summary>
+    /// <summary>Large blocks: bytes usable by the caller. Slabs: see <see cref="RcuCookie"/>.</summary>
     public nuint LargeSize;
     /// <summary>
     /// Objects the constructor built, counted in free-list order from the slab's first
@@ -52,4 +52,15 @@ internal unsafe struct SlabHeader
     public void* Freelist;
     public SlabHeader* Prev;
     public SlabHeader* Next;
+
+    /// <summary>
+    /// An empty slab of a TypesafeByRcu cache waiting for its grace period: the
+    /// <see cref="Rcu.GetState"/> cookie taken when it was unlinked (under list_lock). Kept
+    /// in the word large blocks use for <see cref="LargeSize"/>, so the header stays one line.
+    /// </summary>
+    public long RcuCookie
+    {
+        readonly get => (long)LargeSize;
+        set => LargeSize = (nuint)value;
+    }
 }

@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using Kmem.Slab;
+
+namespace Kmem;
+
+/// <summary>
+/// SlabFlags.TypesafeByRcu (SLAB_TYPESAFE_BY_RCU, the seed's SLAB_DESTROY_BY_RCU): an
+/// object may be reused at once, but an empty slab's memory goes back to the page layer,
+/// and its destructor runs, only after a grace period. A reader that found an object's
+/// address inside a read-side section therefore always finds an object of this cache
+/// there, maybe another identity, never foreign memory.
+/// </summary>
+/// <remarks>
+/// Empty slabs wait on a FIFO list with the <see cref="Rcu.GetState"/> cookie of the
+/// moment they were unlinked; each deferral queues an RCU callback that kicks the reclaim
+/// thread, which frees the slabs whose grace period has ended. Shrink and Dispose take
+/// every waiting slab, wait for one grace period themselves (<see cref="Rcu.Synchronize"/>,
+/// holding sheaf_drain, which no reader may take) and free them. The seed's
+/// synchronize_kernel() in kmem_cache_destroy is that wait.
+/// </remarks>
+public sealed unsafe partial class SlabCache
+{
+    private readonly bool _typesafeByRcu;
+    // list_lock: the slabs waiting for a grace period, oldest first, linked by Next.
+    private SlabHeader* _rcuWaitingHead;
+    private SlabHeader* _rcuWaitingTail;
+    private long _rcuWaitingCount;
+
+    /// <summary>The callback a deferral queues: a static delegate, so deferring allocates nothing.</summary>
+    private static readonly Action s_kickReclaim = Kmem.Reclaim.Kick;
+
+    /// <summary>
+    /// Puts a chain of empty slabs (off every list) on the waiting list and asks for a
+    /// reclaim pass after the grace period. Never waits: it runs inside Free. Returns how
+    /// many slabs.
+    /// </summary>
+    private long DeferPastGracePeriod(SlabHeader* chain)
+    {
+        Debug.Assert(_typesafeByRcu, "not a TypesafeByRcu cache");
+        long n = 0;
+        using (_listLock.Scope())
+        {
+            // Taken under list_lock, so cookies never decrease along the list.
+            long cookie = Rcu.GetState();
+            SlabHeader* last = null;
+            for (SlabHeader* s = chain; s != null; s = s->Next)
+            {
+                s->RcuCookie = cookie;
+                last = s;
+                n++;
+            }
+            if (_rcuWaitingTail != null)
+                _rcuWaitingTail->Next = chain;
+            else
+                _rcuWaitingHead = chain;
+            _rcuWaitingTail = last;
+            _rcuWaitingCount += n;
+        }
+        Rcu.Enqueue(new RcuWork(s_kickReclaim, 0));
+        return n;
+    }
+
+    /// <summary>
+    /// Moves waiting slabs onto <paramref name="release"/>: those whose grace period has
+    /// ended, or all of them (<paramref name="all"/>: the caller then waits for a grace
+    /// period before freeing). Caller holds list_lock.
+    /// </summary>
+    private void TakeGracePeriodSlabs(bool all, ref SlabHeader* release)
+    {
+        Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
+        // Cookies never decrease along the list, so the ripe slabs are a prefix.
+        while (_rcuWaitingHead != null && (all || Rcu.PollState(_rcuWaitingHead->RcuCookie)))
+        {
+            SlabHeader* s = _rcuWaitingHead;
+            _rcuWaitingHead = s->Next;
+            if (_rcuWaitingHead == null)
+                _rcuWaitingTail = null;
+            _rcuWaitingCount--;
+            s->Next = release;
+            release = s;
+        }
+    }
+
+    /// <summary>
+    /// Shrink and Dispose: frees <paramref name="release"/> now; in a TypesafeByRcu cache
+    /// after one grace period, waited for here (the chain holds slabs unlinked just now).
+    /// Caller holds sheaf_drain.
+    /// </summary>
+    private Exception? FreeSlabsAfterGracePeriod(SlabHeader* release, SlabFreedBy by)
+    {
+        if (_typesafeByRcu && release != null)
+            Rcu.Synchronize();
+        return FreeSlabs(release, by, out _);
+    }
+}
