@@ -9,8 +9,15 @@
  *   4. list_lock          per cache: partial/full lists, slab free lists, counters
  *   5. pcpu_alloc_mutex   per PerCpuAllocator: every per-CPU allocation; taken with no
  *                         other Kmem lock held (PerCpu/PerCpuAllocator.cs)
+ *   6. rcu_read_lock      not a lock: RCU read-side sections as the validator sees them.
+ *                         Waiting for a grace period takes it (so never under a leaf, in a
+ *                         destructor, or holding a lock a reader takes); a section may
+ *                         begin anywhere but must not take slab_mutex or sheaf_drain
+ *   7. rcu_gp_lock        Rcu: one grace period at a time (Synchronize, possibly under
+ *                         slab_mutex and sheaf_drain: Shrink/Dispose of TypesafeByRcu)
  *
- * Leaves (LeafSpinLock), under which nothing is taken: sheaf_table (the per-thread
+ * Leaves (LeafSpinLock), under which nothing is taken: rcu_registry, rcu_callbacks,
+ * sheaf_table (the per-thread
  * table and a root's aliases), thread_slot, page_cache, pcpu_lock (all a per-CPU
  * free takes), and any leaf lock a destructor takes. Constructors run with no
  * allocator lock held, so they may allocate per-CPU memory; destructors may free it.

@@ -4,24 +4,27 @@ namespace Kmem;
 
 /// <summary>
 /// One thread's read-side state, in its own cache line of native memory (liburcu's
-/// <c>rcu_reader</c>). Only the owner writes it; writers read <see cref="Snapshot"/>.
+/// <c>rcu_reader</c>). Only the owner writes it; writers read <see cref="Ctr"/>.
 /// </summary>
 /// <remarks>
-/// Invariant: <see cref="Snapshot"/> is 0 exactly when <see cref="Nesting"/> is 0 (as far
-/// as the owner's program order goes); otherwise it is the grace-period sequence number
-/// read when the outermost section began. A writer waiting for grace period G waits only
-/// for readers whose snapshot is non-zero and below G: a section that began after G
-/// started is not its business, so a reader that enters and leaves sections without pause
-/// cannot starve it.
+/// <see cref="Ctr"/> packs, as liburcu's reader counter does, the nesting depth (low
+/// <see cref="NestBits"/> bits) and the grace-period sequence number read when the
+/// outermost section began (the rest). Nest bits 0: outside any section. A writer waiting
+/// for grace period G waits only for readers with nest bits set and a sequence below G: a
+/// section that began after G started is not its business, so a reader that enters and
+/// leaves sections without pause cannot starve it.
 /// </remarks>
 [StructLayout(LayoutKind.Sequential, Size = 64)]
 internal struct RcuReader
 {
-    /// <summary>Grace-period number at the outermost ReadLock; 0 outside any section.</summary>
-    public long Snapshot;
+    public const int NestBits = 16;
+    public const long NestMask = (1L << NestBits) - 1;
 
-    /// <summary>Read-side nesting depth; the owner's alone.</summary>
-    public int Nesting;
+    public long Ctr;
+
+    public static bool InSection(long ctr) => (ctr & NestMask) != 0;
+
+    public static long SequenceOf(long ctr) => ctr >> NestBits;
 }
 
 /// <summary>
