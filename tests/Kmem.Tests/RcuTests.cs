@@ -11,42 +11,6 @@ public unsafe class RcuTests
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20);
 
-    /// <summary>A thread inside a read-side section until <see cref="Leave"/>; <see cref="Left"/> is set just before it unlocks.</summary>
-    private sealed class HeldReader : IDisposable
-    {
-        private readonly ManualResetEventSlim _entered = new();
-        private readonly ManualResetEventSlim _leave = new();
-        private readonly Thread _thread;
-        public volatile bool Left;
-
-        public HeldReader(Action? inside = null)
-        {
-            _thread = new Thread(() =>
-            {
-                Rcu.ReadLock();
-                inside?.Invoke();
-                _entered.Set();
-                _leave.Wait();
-                Left = true;
-                Rcu.ReadUnlock();
-            }) { IsBackground = true };
-            _thread.Start();
-            Assert.True(_entered.Wait(Patience));
-        }
-
-        public void Leave()
-        {
-            _leave.Set();
-            Assert.True(_thread.Join(Patience));
-        }
-
-        public void Dispose()
-        {
-            _leave.Set();
-            _thread.Join(Patience);
-        }
-    }
-
     private static void Within(Action action, string what)
     {
         BackgroundCall t = BackgroundCall.Start(action);

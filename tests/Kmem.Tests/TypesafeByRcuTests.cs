@@ -15,34 +15,6 @@ public unsafe class TypesafeByRcuTests
     private static SlabCacheOptions Typesafe(SlabCacheOptions? with = null) =>
         (with ?? new SlabCacheOptions()) with { Flags = SlabFlags.TypesafeByRcu | (with?.Flags ?? 0) };
 
-    /// <summary>Runs <paramref name="inside"/> on a thread inside a read-side section, and holds the section until disposed.</summary>
-    private sealed class Reader : IDisposable
-    {
-        private readonly ManualResetEventSlim _entered = new();
-        private readonly ManualResetEventSlim _leave = new();
-        private readonly Thread _thread;
-
-        public Reader()
-        {
-            _thread = new Thread(() =>
-            {
-                using (Rcu.Read())
-                {
-                    _entered.Set();
-                    _leave.Wait();
-                }
-            }) { IsBackground = true };
-            _thread.Start();
-            Assert.True(_entered.Wait(Patience));
-        }
-
-        public void Dispose()
-        {
-            _leave.Set();
-            Assert.True(_thread.Join(Patience));
-        }
-    }
-
     private static nint[] Fill(SlabCache cache, int slabs)
     {
         int n = cache.GetStatistics().ObjectsPerSlab * slabs;
@@ -74,7 +46,7 @@ public unsafe class TypesafeByRcuTests
         using var cache = SlabCache.Create("rcu-pages", 64, Typesafe());
         nint[] objects = Fill(cache, 3);
         BackgroundCall shrink;
-        using (new Reader())
+        using (new HeldReader())
         {
             foreach (nint p in objects)
                 cache.Free((void*)p);
@@ -100,7 +72,7 @@ public unsafe class TypesafeByRcuTests
         using var cache = SlabCache.Create("rcu-deferred", 64, Typesafe());
         nint[] objects = Fill(cache, 12);   // more than the barn and a sheaf hold
         long bytesFull = cache.GetStatistics().BytesHeld;
-        using (new Reader())
+        using (new HeldReader())
         {
             // Freed from another thread's sheaf so the flushes reach the slabs now.
             var t = new Thread(() =>
@@ -131,7 +103,7 @@ public unsafe class TypesafeByRcuTests
         }));
         nint[] objects = Fill(cache, 2);
         BackgroundCall shrink;
-        using (new Reader())
+        using (new HeldReader())
         {
             foreach (nint p in objects)
                 cache.Free((void*)p);
@@ -153,7 +125,7 @@ public unsafe class TypesafeByRcuTests
         foreach (nint p in objects)
             cache.Free((void*)p);
         BackgroundCall dispose;
-        using (new Reader())
+        using (new HeldReader())
         {
             dispose = BackgroundCall.Start(cache.Dispose);
             Assert.False(dispose.Join(TimeSpan.FromMilliseconds(300)), "Dispose returned memory under a reader");
@@ -169,7 +141,7 @@ public unsafe class TypesafeByRcuTests
     {
         var cache = SlabCache.Create("rcu-dispose-freercu", 64, TestOptions.Unmerged);
         void* p = cache.Alloc();
-        using (new Reader())
+        using (new HeldReader())
             Kmalloc.FreeRcu(p);
         cache.Dispose();   // would refuse with a live object if it did not wait
         Assert.True(cache.IsDisposed);
