@@ -28,6 +28,8 @@ public sealed unsafe partial class SlabCache
             _root.Shrink();
             return;
         }
+        // Objects FreeNoLock deferred are not on any sheaf yet: free them first.
+        DeferredFrees.Drain();
         Exception? failure;
         using (_drainLock.Scope())
         {

@@ -54,16 +54,7 @@ public sealed unsafe partial class SlabCache
             return null;
         }
         failure = default;
-        var slab = (SlabHeader*)block;
-        *slab = default;
-        slab->Kind = BlockKind.Slab;
-        slab->CacheIndex = _index;
-        slab->Block = block;
-        slab->BlockSize = (nuint)_layout.SlabSize;
-        slab->Freelist = _randomize ? BuildShuffledFreeList(block) : BuildFreeList(block);
-        if (_checked && !zeroed)
-            NativeMemory.Clear(block + _layout.BitmapOffset, (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
-        PageMap.Set(block, (nuint)_layout.SlabSize, slab);
+        SlabHeader* slab = FormatSlab(block, zeroed);
 
         slab->Constructed = Construct(slab, out thrown);
         if (slab->Constructed < _layout.Objects || thrown != null)
@@ -78,6 +69,26 @@ public sealed unsafe partial class SlabCache
             Kmem.Reclaim.Kick();
             return null;
         }
+        return slab;
+    }
+
+    /// <summary>
+    /// Makes <paramref name="block"/> a slab of this cache: header, free list, bitmap, and
+    /// the page map pointing at it. No lock, no allocation when the page-map leaf exists
+    /// (as for blocks from the <see cref="PageReserve"/>), no constructor.
+    /// </summary>
+    private SlabHeader* FormatSlab(byte* block, bool zeroed)
+    {
+        var slab = (SlabHeader*)block;
+        *slab = default;
+        slab->Kind = BlockKind.Slab;
+        slab->CacheIndex = _index;
+        slab->Block = block;
+        slab->BlockSize = (nuint)_layout.SlabSize;
+        slab->Freelist = _randomize ? BuildShuffledFreeList(block) : BuildFreeList(block);
+        if (_checked && !zeroed)
+            NativeMemory.Clear(block + _layout.BitmapOffset, (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
+        PageMap.Set(block, (nuint)_layout.SlabSize, slab);
         return slab;
     }
 
@@ -115,14 +126,19 @@ public sealed unsafe partial class SlabCache
     private void AddNewSlab(SlabHeader* slab)
     {
         using (_listLock.Scope())
-        {
-            _slabCount++;
-            _slabsAllocated++;
-            _emptyCount++;
-            ListAdd(ref _partial, slab);
-            slab->List = SlabList.Partial;
-            _partialCount++;
-        }
+            LinkNewSlab(slab);
+    }
+
+    /// <summary>Puts a new, empty slab on the partial list. Caller holds list_lock.</summary>
+    private void LinkNewSlab(SlabHeader* slab)
+    {
+        Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
+        _slabCount++;
+        _slabsAllocated++;
+        _emptyCount++;
+        ListAdd(ref _partial, slab);
+        slab->List = SlabList.Partial;
+        _partialCount++;
     }
 
     /// <summary>

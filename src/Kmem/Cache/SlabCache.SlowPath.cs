@@ -18,6 +18,7 @@ public sealed unsafe partial class SlabCache
     {
         if (_disposed)
             ThrowDisposed(null);
+        AsNormalContext();
         if (_root != this)
             return _root.AllocSlow(throwOnFailure);
         _activity++;
@@ -53,6 +54,19 @@ public sealed unsafe partial class SlabCache
         }
     }
 
+    /// <summary>
+    /// Work a slow path does because it may wait, for the paths that may not: frees that
+    /// FreeNoLock deferred, and the page reserve AllocNoLock draws on. Two volatile reads
+    /// when there is none.
+    /// </summary>
+    private static void AsNormalContext()
+    {
+        if (DeferredFrees.Pending != 0)
+            DeferredFrees.Drain();
+        if (PageReserve.NeedsRefill)
+            PageReserve.Refill();
+    }
+
     /// <summary>The end of a failed allocation: the constructor's exception, the reason, or null.</summary>
     private void* Fail(AllocationFailure failure, Exception? thrown, bool throwOnFailure)
     {
@@ -68,6 +82,7 @@ public sealed unsafe partial class SlabCache
     {
         if (_disposed)
             ThrowDisposed(obj);
+        AsNormalContext();
         if (_root != this)
         {
             _root.FreeSlow(obj, slab);

@@ -15,7 +15,7 @@ namespace Kmem;
 /// Power-of-two sizes up to 4 KiB are naturally aligned; every object is at least
 /// 8-byte aligned; large allocations are 64 KiB aligned.
 /// </remarks>
-public static unsafe class Kmalloc
+public static unsafe partial class Kmalloc
 {
     /// <summary>Largest size served from a slab cache.</summary>
     public const int MaxCachedSize = 8192;

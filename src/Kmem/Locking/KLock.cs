@@ -21,6 +21,7 @@ public sealed class KLock : NamedLock
 
     public override void Enter()
     {
+        LockHook.Run(this, LockHookPoint.Acquiring);
         Validate(tryLock: false);
         if (!_lock.TryEnter())
         {
@@ -34,6 +35,7 @@ public sealed class KLock : NamedLock
     /// <summary>Takes the lock only if nobody holds it (never waits).</summary>
     public override bool TryEnter()
     {
+        LockHook.Run(this, LockHookPoint.Acquiring);
         Validate(tryLock: true);
         if (!_lock.TryEnter())
             return false;
@@ -41,8 +43,24 @@ public sealed class KLock : NamedLock
         return true;
     }
 
+    /// <summary>
+    /// The try-lock of a path that must never wait (<see cref="Kmalloc.AllocNoLock"/>):
+    /// false when anybody holds the lock, this thread included (it re-entered the allocator
+    /// from under it, where taking it again would corrupt what the outer frame is changing).
+    /// Not checked against the lock order: a lock that is never waited for cannot deadlock,
+    /// so it is legal under a leaf lock and in a destructor. No hook runs.
+    /// </summary>
+    internal bool TryEnterNeverWaiting()
+    {
+        if (_lock.IsHeldByCurrentThread || !_lock.TryEnter())
+            return false;
+        Taken();
+        return true;
+    }
+
     public override void Exit()
     {
+        LockHook.Run(this, LockHookPoint.Releasing);
         Releasing();
         _lock.Exit();
     }

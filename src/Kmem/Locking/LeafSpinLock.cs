@@ -26,6 +26,7 @@ public sealed class LeafSpinLock : NamedLock
 
     public override void Enter()
     {
+        LockHook.Run(this, LockHookPoint.Acquiring);
         Validate(tryLock: false);
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
         {
@@ -53,6 +54,7 @@ public sealed class LeafSpinLock : NamedLock
 
     public override void Exit()
     {
+        LockHook.Run(this, LockHookPoint.Releasing);
         Releasing();
         _owner = 0;
         Volatile.Write(ref _state, 0);

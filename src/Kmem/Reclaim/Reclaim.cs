@@ -206,6 +206,10 @@ public static class Reclaim
     {
         if (pressure)
             Interlocked.Increment(ref s_pressurePasses);
+        // The never-waiting paths' leftovers: their deferred frees, and the page reserve.
+        DeferredFrees.Drain();
+        if (PageLayer.PageReserve.NeedsRefill)
+            PageLayer.PageReserve.Refill();
         List<SlabCache> caches = SlabCacheRegistry.Snapshot();
         long budget = DestructorBudget;
         long now = Stopwatch.GetTimestamp();

@@ -1,0 +1,162 @@
+using System.Diagnostics;
+using Kmem.PageLayer;
+using Kmem.Sheaves;
+using Kmem.Slab;
+
+namespace Kmem;
+
+/// <summary>
+/// The never-waiting paths behind <see cref="Kmalloc.AllocNoLock"/> and
+/// <see cref="Kmalloc.FreeNoLock"/> (seed 003). They must not: wait for or spin on a lock,
+/// wait for the reclaim thread, call a constructor, allocate managed or native memory, or
+/// call into the OS.
+/// </summary>
+/// <remarks>
+/// The thread's sheaf is the kernel's per-CPU kmem_cache_cpu, and its Busy flag is
+/// local_lock_is_locked(): a sheaf is only ever Busy for its own thread, so finding it Busy
+/// means this call re-entered the allocator from inside this bucket (from a lock hook, a
+/// destructor, an exception filter...), and the bucket's state is half changed under us.
+/// Then the caller tries the next bucket. A lock this thread already holds counts as busy
+/// for the same reason; any other lock is only try-locked.
+/// </remarks>
+public sealed unsafe partial class SlabCache
+{
+    /// <summary>
+    /// One object without waiting, or null; <paramref name="busy"/> says this thread is
+    /// inside this cache already (retry elsewhere). Only for caches with no constructor,
+    /// no accounting, no debug checks (the kmalloc caches).
+    /// </summary>
+    internal void* TryAllocNoLock(out bool busy)
+    {
+        Debug.Assert(!_lifecycle && !_account && !_checked && _root == this, "AllocNoLock is for plain caches");
+        busy = false;
+        Sheaf*[] table = _sheaves;
+        uint id = (uint)ThreadSlot.Id;
+        if (id < (uint)table.Length)
+        {
+            Sheaf* s = table[id];
+            if (s != null)
+            {
+                if (s->Busy != 0)
+                {
+                    busy = true;
+                    return null;
+                }
+                Volatile.Write(ref s->Busy, 1);
+                int n = s->Count - 1;
+                if (n >= 0 && Volatile.Read(ref s->DrainRequested) == 0)
+                {
+                    void* p = Sheaf.Objects(s)[n];
+                    s->Count = n;
+                    Volatile.Write(ref s->Busy, 0);
+                    return p;
+                }
+                Volatile.Write(ref s->Busy, 0);
+            }
+        }
+        if (_listLock.IsHeldByCurrentThread || _barn.Lock.IsHeldByCurrentThread)
+        {
+            busy = true;
+            return null;
+        }
+        return TakeOneNoLock();
+    }
+
+    /// <summary>
+    /// One object from a partial slab, else from a slab made of a reserve block, under one
+    /// try-locked hold of list_lock (formatting a slab takes no lock and allocates nothing).
+    /// </summary>
+    private void* TakeOneNoLock()
+    {
+        void* p = null;
+        if (!_listLock.TryEnterNeverWaiting())
+            return null;
+        try
+        {
+            if (TakeFromPartial(&p, 1) == 0 && !_randomize && !_disposed)
+            {
+                byte* block = PageReserve.TryTake(_layout.SlabSize);
+                if (block != null)
+                {
+                    LinkNewSlab(FormatSlab(block, zeroed: false));
+                    TakeFromPartial(&p, 1);
+                }
+            }
+        }
+        finally
+        {
+            _listLock.Exit();
+        }
+        return p;
+    }
+
+    /// <summary>
+    /// Frees <paramref name="obj"/> (checked to be an object start of <paramref name="slab"/>)
+    /// into this thread's sheaf if that needs no wait; false when it must be deferred.
+    /// </summary>
+    internal bool TryFreeNoLock(void* obj, SlabHeader* slab)
+    {
+        CheckObjectStart(obj, slab);
+        if (_checked || _account || _disposed)
+            return false;
+        Sheaf*[] table = _sheaves;
+        uint id = (uint)ThreadSlot.Id;
+        if (id >= (uint)table.Length)
+            return false;
+        Sheaf* s = table[id];
+        if (s == null || s->Busy != 0)
+            return false;
+        Volatile.Write(ref s->Busy, 1);
+        int n = s->Count;
+        if (n < s->Capacity && Volatile.Read(ref s->DrainRequested) == 0)
+        {
+            Sheaf.Objects(s)[n] = obj;
+            s->Count = n + 1;
+            Volatile.Write(ref s->Busy, 0);
+            return true;
+        }
+        Volatile.Write(ref s->Busy, 0);
+        return false;
+    }
+
+    /// <summary>
+    /// ConsistencyChecks caches, before their object is deferred: if list_lock can be had
+    /// without waiting, a double free throws now, and the object is marked free in the
+    /// bitmap so that a second FreeNoLock (or Free) of it throws too instead of queuing it
+    /// twice. Returns true when marked (the deferred free must then skip the check:
+    /// <see cref="FreePrechecked"/>); false when the lock was busy (checked at drain).
+    /// </summary>
+    internal bool TryPrecheckFree(void* obj, SlabHeader* slab)
+    {
+        if (_listLock.IsHeldByCurrentThread || !_listLock.TryEnterNeverWaiting())
+            return false;
+        try
+        {
+            int index = ObjectIndex(slab, obj);
+            ref ulong word = ref BitmapOf(slab)[index >> 6];
+            if ((word & (1UL << index)) == 0)
+                throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': double free of object 0x{(nint)obj:x} (it is already free)");
+            word &= ~(1UL << index);
+            return true;
+        }
+        finally
+        {
+            _listLock.Exit();
+        }
+    }
+
+    /// <summary>The deferred free of an object <see cref="TryPrecheckFree"/> marked: back to its slab, no second check.</summary>
+    internal void FreePrechecked(void* obj)
+    {
+        SlabHeader* release = null;
+        bool excess;
+        using (_listLock.Scope())
+            excess = ReturnToSlabs(&obj, 1, ref release);
+        AfterReturn(release, excess);
+    }
+
+    internal bool IsChecked => _checked;
+
+    /// <summary>Where an object of this cache can carry the deferred-free link without touching its constructed bytes.</summary>
+    internal int FreeLinkOffset => _layout.FreeLinkOffset;
+}

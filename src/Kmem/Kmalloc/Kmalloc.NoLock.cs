@@ -1,0 +1,110 @@
+using Kmem.PageLayer;
+using Kmem.Slab;
+
+namespace Kmem;
+
+/// <summary>kmalloc_nolock() and kfree_nolock() (seed 003): allocation and free that never wait.</summary>
+public static unsafe partial class Kmalloc
+{
+    // Only the rare outcomes are counted: a shared counter per call would cost the fast
+    // path an atomic on a contended line.
+    private static long s_noLockNulls;
+    private static long s_noLockRetries;
+
+    /// <summary>
+    /// Allocates <paramref name="size"/> bytes (at most <see cref="MaxCachedSize"/>) without
+    /// ever waiting: for code that runs inside the allocator (a constructor, destructor,
+    /// shrinker or lock hook) or on a thread that must not block. Never blocks, never spins
+    /// on a lock held by someone else, never waits for the reclaim thread, never runs a
+    /// constructor; returns null instead.
+    /// </summary>
+    /// <remarks>
+    /// It pops from this thread's sheaf of the size class. If that sheaf is busy (this call
+    /// re-entered the allocator from inside that bucket) it tries the next larger bucket,
+    /// once, as the kernel does on local_lock_is_locked(). Past the sheaf it only try-locks
+    /// list_lock and takes a free object, or makes a slab from a block of the page reserve
+    /// (64 KiB slabs only: sizes up to 2 KiB). Free the memory with <see cref="FreeNoLock"/>
+    /// or <see cref="Free"/>.
+    /// </remarks>
+    public static void* AllocNoLock(nuint size)
+    {
+        PageReserve.Activate();
+        if (size <= MaxCachedSize)
+        {
+            int c = s_classOf[(int)((size + 7) >> 3)];
+            void* p = s_caches[c].TryAllocNoLock(out bool busy);
+            if (p != null)
+                return p;
+            if (busy && c + 1 < s_caches.Length)
+            {
+                Interlocked.Increment(ref s_noLockRetries);
+                p = s_caches[c + 1].TryAllocNoLock(out _);
+                if (p != null)
+                    return p;
+            }
+        }
+        Interlocked.Increment(ref s_noLockNulls);
+        return null;
+    }
+
+    /// <summary>
+    /// Frees memory from any Kmalloc call (or any slab object, as <see cref="Free"/>)
+    /// without ever waiting: into this thread's sheaf when that is free, else onto a
+    /// per-CPU lock-free deferred list that later normal calls and the reclaim thread
+    /// drain. Null is a no-op.
+    /// </summary>
+    /// <exception cref="SlabUsageException">As <see cref="Free"/>: an address no slab or large allocation holds, or not an allocation's start; in a ConsistencyChecks cache, a double free, when its list_lock is free (else it is caught when the deferred free runs, and recorded in the statistics, not thrown at that caller). As with <see cref="Free"/>, a double free in a cache without checks is not detected.</exception>
+    public static void FreeNoLock(void* p)
+    {
+        if (p == null)
+            return;
+        SlabHeader* h = PageMap.Lookup(p);
+        if (h != null && h->Kind == BlockKind.Slab)
+        {
+            SlabCache cache = SlabCacheRegistry.Get(h->CacheIndex);
+            if (cache.TryFreeNoLock(p, h))
+                return;
+            if (cache.IsChecked)
+            {
+                if (cache.TryPrecheckFree(p, h))
+                    DeferredFrees.Push(p, cache.FreeLinkOffset, prechecked: true);
+                else if (!DeferredFrees.TryPushUnchecked(p))
+                    DeferredFrees.Push(p, cache.FreeLinkOffset, prechecked: false);
+                return;
+            }
+            DeferredFrees.Push(p, cache.FreeLinkOffset, prechecked: false);
+            return;
+        }
+        CheckLarge(p, h);
+        DeferredFrees.Push(p, 0, prechecked: false);   // unmapping may take page_cache or call the OS
+    }
+
+    /// <summary>Frees what <see cref="FreeNoLock"/> deferred, now, on this thread; Shrink and the reclaim thread do it too.</summary>
+    public static void DrainDeferredFrees() => DeferredFrees.Drain();
+
+    public static NoLockStatistics GetNoLockStatistics() => new(
+        AllocNulls: Volatile.Read(ref s_noLockNulls),
+        BucketRetries: Volatile.Read(ref s_noLockRetries),
+        ReserveSlabs: PageReserve.Taken,
+        FreesDeferred: DeferredFrees.Deferred,
+        DeferredDrained: DeferredFrees.Drained,
+        DeferredPending: DeferredFrees.Pending,
+        DeferredFailures: DeferredFrees.Failures);
+}
+
+/// <summary>What <see cref="Kmalloc.AllocNoLock"/> and <see cref="Kmalloc.FreeNoLock"/> did since the process started.</summary>
+/// <param name="AllocNulls">AllocNoLock calls that returned null.</param>
+/// <param name="BucketRetries">AllocNoLock calls that found their bucket busy (re-entered) and tried the next one.</param>
+/// <param name="ReserveSlabs">Slabs made from the page reserve.</param>
+/// <param name="FreesDeferred">FreeNoLock calls that queued the object on a deferred list.</param>
+/// <param name="DeferredDrained">Deferred objects freed since.</param>
+/// <param name="DeferredPending">Deferred objects waiting now.</param>
+/// <param name="DeferredFailures">Deferred frees that failed when they ran (see <c>DeferredFrees.LastFailure</c>).</param>
+public readonly record struct NoLockStatistics(
+    long AllocNulls,
+    long BucketRetries,
+    long ReserveSlabs,
+    long FreesDeferred,
+    long DeferredDrained,
+    long DeferredPending,
+    long DeferredFailures);
