@@ -29,31 +29,12 @@ public sealed unsafe partial class SlabCache
     internal void* TryAllocNoLock(out bool busy)
     {
         Debug.Assert(!_lifecycle && !_account && !_checked && _root == this, "AllocNoLock is for plain caches");
-        busy = false;
-        Sheaf*[] table = _sheaves;
-        uint id = (uint)ThreadSlot.Id;
-        if (id < (uint)table.Length)
-        {
-            Sheaf* s = table[id];
-            if (s != null)
-            {
-                if (s->Busy != 0)
-                {
-                    busy = true;
-                    return null;
-                }
-                Volatile.Write(ref s->Busy, 1);
-                int n = s->Count - 1;
-                if (n >= 0 && Volatile.Read(ref s->DrainRequested) == 0)
-                {
-                    void* p = Sheaf.Objects(s)[n];
-                    s->Count = n;
-                    Volatile.Write(ref s->Busy, 0);
-                    return p;
-                }
-                Volatile.Write(ref s->Busy, 0);
-            }
-        }
+        busy = ThreadSheafIsBusy();
+        if (busy)
+            return null;
+        void* p = TryAllocFast();
+        if (p != null)
+            return p;
         if (_listLock.IsHeldByCurrentThread || _barn.Lock.IsHeldByCurrentThread)
         {
             busy = true;
@@ -97,26 +78,21 @@ public sealed unsafe partial class SlabCache
     internal bool TryFreeNoLock(void* obj, SlabHeader* slab)
     {
         CheckObjectStart(obj, slab);
-        if (_checked || _account || _disposed)
+        if (_checked || _account || _disposed || ThreadSheafIsBusy())
             return false;
+        return TryFreeFast(obj);
+    }
+
+    /// <summary>
+    /// This thread's sheaf of this cache is Busy: the caller re-entered the allocator from
+    /// inside this cache's fast or slow path (local_lock_is_locked). The fast paths must
+    /// then not run: they would set and clear Busy under the outer frame.
+    /// </summary>
+    private bool ThreadSheafIsBusy()
+    {
         Sheaf*[] table = _sheaves;
         uint id = (uint)ThreadSlot.Id;
-        if (id >= (uint)table.Length)
-            return false;
-        Sheaf* s = table[id];
-        if (s == null || s->Busy != 0)
-            return false;
-        Volatile.Write(ref s->Busy, 1);
-        int n = s->Count;
-        if (n < s->Capacity && Volatile.Read(ref s->DrainRequested) == 0)
-        {
-            Sheaf.Objects(s)[n] = obj;
-            s->Count = n + 1;
-            Volatile.Write(ref s->Busy, 0);
-            return true;
-        }
-        Volatile.Write(ref s->Busy, 0);
-        return false;
+        return id < (uint)table.Length && table[id] != null && table[id]->Busy != 0;
     }
 
     /// <summary>

@@ -254,7 +254,17 @@ public sealed unsafe partial class SlabCache : IDisposable
     internal void FreeInSlab(void* obj, SlabHeader* slab)
     {
         CheckObjectStart(obj, slab);
+        if (!TryFreeFast(obj))
+            FreeSlow(obj, slab);
+    }
 
+    /// <summary>
+    /// Fast path: push onto this thread's sheaf. Must not take a lock, use an atomic,
+    /// allocate, or call anything; false (full, draining, no sheaf) for the slow path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryFreeFast(void* obj)
+    {
         Sheaf*[] table = _sheaves;
         uint id = (uint)ThreadSlot.Id;
         if (id < (uint)table.Length)
@@ -269,12 +279,12 @@ public sealed unsafe partial class SlabCache : IDisposable
                     Sheaf.Objects(s)[n] = obj;
                     s->Count = n + 1;
                     Volatile.Write(ref s->Busy, 0);
-                    return;
+                    return true;
                 }
                 Volatile.Write(ref s->Busy, 0);
             }
         }
-        FreeSlow(obj, slab);
+        return false;
     }
 
     /// <summary>Throws unless <paramref name="obj"/> is the start of an object slot of <paramref name="slab"/>.</summary>
