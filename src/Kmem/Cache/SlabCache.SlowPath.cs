@@ -56,15 +56,16 @@ public sealed unsafe partial class SlabCache
 
     /// <summary>
     /// Work a slow path does because it may wait, for the paths that may not: frees that
-    /// FreeNoLock deferred, and the page reserve AllocNoLock draws on. Two volatile reads
-    /// when there is none.
+    /// FreeNoLock deferred, and a kick of the reclaim thread to refill the page reserve
+    /// AllocNoLock draws on (refilled there, not here: mapping here would spend a fault
+    /// injected for this allocation). Two volatile reads when there is none.
     /// </summary>
     private static void AsNormalContext()
     {
         if (DeferredFrees.Pending != 0)
             DeferredFrees.Drain();
         if (PageReserve.NeedsRefill)
-            PageReserve.Refill();
+            Kmem.Reclaim.Kick();
     }
 
     /// <summary>The end of a failed allocation: the constructor's exception, the reason, or null.</summary>

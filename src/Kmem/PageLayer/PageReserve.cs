@@ -4,8 +4,8 @@ namespace Kmem.PageLayer;
 /// A few slab blocks mapped ahead for allocations that must never wait
 /// (<see cref="Kmalloc.AllocNoLock"/>), the role of the kernel's per-CPU page lists for
 /// alloc_pages_nolock(). Taking one is an atomic exchange on a slot: no lock, no system
-/// call, no allocation (the blocks' page-map leaves exist already). Refilled by normal
-/// slow paths and the reclaim thread, which may wait.
+/// call, no allocation (the blocks' page-map leaves exist already). Refilled by the
+/// reclaim thread, which normal slow paths kick when the reserve is short.
 /// </summary>
 /// <remarks>
 /// Only blocks of <see cref="BlockSize"/> (64 KiB, the slab size of the kmalloc caches up
@@ -60,13 +60,20 @@ internal static unsafe class PageReserve
         return null;
     }
 
-    /// <summary>Maps blocks into the empty slots (may call the OS). Normal context only.</summary>
+    /// <summary>
+    /// Maps blocks into the empty slots (may call the OS): on the reclaim thread, kicked by
+    /// normal slow paths. Never past <see cref="Pages.Limit"/>: the reserve does not take
+    /// the last bytes an ordinary allocation could have.
+    /// </summary>
     public static void Refill()
     {
         for (int i = 0; i < Slots && NeedsRefill; i++)
         {
             if (Volatile.Read(ref s_slots[i]) != 0)
                 continue;
+            long limit = Pages.Limit;
+            if (limit != 0 && Pages.BytesHeld + BlockSize > limit)
+                return;
             void* block = Pages.AllocBlock(BlockSize, BlockSize, out _, out _);
             if (block == null)
                 return;
