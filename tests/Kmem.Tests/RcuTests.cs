@@ -193,8 +193,16 @@ public unsafe class RcuTests
     [Fact]
     public void Cookies_poll_true_only_after_a_full_grace_period()
     {
-        long cookie = Rcu.GetState();
-        Assert.False(Rcu.PollState(cookie));
+        long cookie;
+        using (var reader = new HeldReader())
+        {
+            // The reader began before the cookie: no grace period can end while it is inside,
+            // whatever the callback thread runs meanwhile.
+            cookie = Rcu.GetState();
+            Thread.Sleep(50);
+            Assert.False(Rcu.PollState(cookie));
+            reader.Leave();
+        }
         Rcu.Synchronize();
         Assert.True(Rcu.PollState(cookie));
         Rcu.SynchronizeTo(cookie);   // already passed: returns at once

@@ -62,7 +62,7 @@ public sealed unsafe partial class SlabCache
     /// </summary>
     private static void AsNormalContext()
     {
-        if (DeferredFrees.Pending != 0)
+        if (DeferredFrees.Pending != 0)   // Drain tests it too; here it saves the call
             DeferredFrees.Drain();
         if (PageReserve.NeedsRefill)
             Kmem.Reclaim.Kick();

@@ -87,10 +87,14 @@ internal static unsafe class DeferredFrees
         return false;
     }
 
-    /// <summary>Frees every queued object; from a context that may wait. Not re-entered on one thread.</summary>
+    /// <summary>
+    /// Frees every queued object; from a context that may wait. Not re-entered on one thread.
+    /// Returns at once when nothing is pending (a push still between its CAS and its count
+    /// waits for the next drain).
+    /// </summary>
     public static void Drain()
     {
-        if (t_draining)
+        if (t_draining || Volatile.Read(ref s_pending) == 0)
             return;
         t_draining = true;
         try

@@ -48,7 +48,8 @@ public sealed class KLock : NamedLock
     /// false when anybody holds the lock, this thread included (it re-entered the allocator
     /// from under it, where taking it again would corrupt what the outer frame is changing).
     /// Not checked against the lock order: a lock that is never waited for cannot deadlock,
-    /// so it is legal under a leaf lock and in a destructor. No hook runs.
+    /// so it is legal under a leaf lock and in a destructor. No hook runs on taking it (its
+    /// <see cref="Exit"/> runs the releasing hook as any other).
     /// </summary>
     internal bool TryEnterNeverWaiting()
     {

@@ -132,15 +132,12 @@ public static unsafe partial class Rcu
     public static void Synchronize()
     {
         CheckMayWait(nameof(Synchronize));
-        // The full fence orders the caller's unpublishing before the read of the sequence:
-        // any grace period numbered above `start` begins after both.
-        Interlocked.MemoryBarrier();
-        long start = Volatile.Read(ref RcuGracePeriod.Sequence);
+        long cookie = GetState();
         using (s_gpLock.Scope())
         {
-            if (Volatile.Read(ref RcuGracePeriod.Completed) > start)
+            if (PollState(cookie))
             {
-                // Grace period start + 1 began after our call and has ended.
+                // A grace period that began after our call has ended while we waited for the lock.
                 s_sharedGracePeriods++;
                 return;
             }
@@ -155,6 +152,8 @@ public static unsafe partial class Rcu
     /// </summary>
     public static long GetState()
     {
+        // The full fence orders the caller's unpublishing before the read of the number:
+        // any grace period numbered from the cookie on begins after both.
         Interlocked.MemoryBarrier();
         return Volatile.Read(ref RcuGracePeriod.Sequence) + 1;
     }
