@@ -74,28 +74,30 @@ public unsafe class BadInputTests
         void* p = cache.Alloc();
         cache.Free(p);
         cache.Dispose();
-        var e = Assert.Throws<SlabUsageException>(() => cache.Free(p));
+        var e = Assert.Throws<ObjectDisposedException>(() => cache.Free(p));
         Assert.Contains("disposed", e.Message);
-        Assert.Equal("disposed", e.CacheName);
-        Assert.Throws<SlabUsageException>(() => cache.Alloc());
-        Assert.Throws<SlabUsageException>(() => cache.TryAlloc(out _));
-        Assert.Throws<SlabUsageException>(() => cache.Shrink());
+        Assert.Contains($"0x{(nint)p:x}", e.Message);
+        Assert.Equal("disposed", e.ObjectName);
+        Assert.Throws<ObjectDisposedException>(() => cache.Alloc());
+        Assert.Throws<ObjectDisposedException>(() => cache.TryAlloc(out _));
+        Assert.Throws<ObjectDisposedException>(() => cache.Shrink());
         cache.Dispose(); // twice is fine
+        Assert.True(cache.TryDispose(out IReadOnlyList<nint> none));
+        Assert.Empty(none);
     }
 
     [Fact]
-    public void Dispose_with_live_objects_names_them_and_leaves_the_cache_usable()
+    public void TryDispose_with_live_objects_names_them_and_leaves_the_cache_usable()
     {
         var cache = SlabCache.Create("leaky", 64, TestOptions.Unmerged);
         var objects = new nint[300];
         cache.AllocBulk(objects);
         cache.FreeBulk(objects.AsSpan(2));
-        var e = Assert.Throws<SlabUsageException>(cache.Dispose);
-        Assert.Equal(2, e.LiveObjects);
-        Assert.Equal("leaky", e.CacheName);
-        Assert.Contains("2 live object(s)", e.Message);
-        Assert.Contains($"0x{objects[0]:x}", e.Message);
-        Assert.Contains($"0x{objects[1]:x}", e.Message);
+        Assert.False(cache.TryDispose(out IReadOnlyList<nint> live));
+        Assert.Equal(2, live.Count);
+        Assert.Contains(objects[0], live);
+        Assert.Contains(objects[1], live);
+        Assert.False(cache.IsDisposed);
         // Still a working cache: objects usable, alloc works, then a clean Dispose.
         *(long*)objects[0] = 7;
         void* more = cache.Alloc();

@@ -154,12 +154,12 @@ public unsafe class SlabCacheTests
 public unsafe class SlabLayoutTests
 {
     [Fact]
-    public void The_slab_header_costs_one_cache_line_so_a_64KiB_slab_holds_1023_objects_of_64B()
+    public void The_slab_header_and_bitmap_cost_three_objects_so_a_64KiB_slab_holds_1021_of_64B()
     {
         using var cache = SlabCache.Create("layout-64", 64, TestOptions.Unmerged);
         SlabCacheStatistics s = cache.GetStatistics();
         Assert.Equal(64 * 1024, s.SlabSize);
-        Assert.Equal(1023, s.ObjectsPerSlab);   // 1024 slots less one for the header
+        Assert.Equal(1021, s.ObjectsPerSlab);   // 1024 slots less one for the header, two for the 128-byte bitmap
     }
 
     [Fact]

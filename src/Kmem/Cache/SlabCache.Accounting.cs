@@ -4,20 +4,18 @@ using Kmem.Slab;
 namespace Kmem;
 
 /// <summary>
-/// <see cref="SlabFlags.Account"/>: each object is charged to the allocating thread's
-/// <see cref="MemoryGroup"/> (memcg_slab_post_alloc_hook) and uncharged from the group it
-/// was charged to when freed, whichever thread frees it. The group's id is kept after
-/// the object, where the object's user cannot overwrite it.
+/// The hooks of the one allocation exit and the one free entry (slab_post_alloc_hook and
+/// slab_free_hook). Today: <see cref="SlabFlags.Account"/>, each object charged to the
+/// allocating thread's <see cref="MemoryGroup"/> (memcg_slab_post_alloc_hook) and
+/// uncharged from the group it was charged to when freed, whichever thread and whichever
+/// door frees it. The group's id is kept after the object, past <see cref="UsableSize"/>,
+/// where the object's user does not write.
 /// </summary>
 public sealed unsafe partial class SlabCache
 {
-    private readonly bool _account;
-    /// <summary>Account caches: offset in the slot of the charged group's id (0: none); -1 otherwise.</summary>
-    private readonly int _groupOffset;
-
-    /// <summary>Charges a new object to the current group; over a limit the object goes back and the allocation fails.</summary>
+    /// <summary>The allocation exit's hooks. Over a group limit the object goes back and the allocation fails.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void* ChargeObject(void* obj, bool throwOnFailure)
+    private void* AfterAlloc(void* obj, bool throwOnFailure)
     {
         int* id = (int*)((byte*)obj + _groupOffset);
         MemoryGroup? group = MemoryGroup.Current;
@@ -32,7 +30,7 @@ public sealed unsafe partial class SlabCache
             return obj;
         }
         *id = 0;
-        FreeInSlab(obj, PageLayer.PageMap.Lookup(obj));
+        FreeObject(obj, PageLayer.PageMap.Lookup(obj));
         if (throwOnFailure)
         {
             throw new SlabAllocationException(Name, AllocationFailure.GroupLimit, (nuint)ObjectSize,
@@ -41,16 +39,27 @@ public sealed unsafe partial class SlabCache
         return null;
     }
 
-    /// <summary>Uncharges an object being freed (after checking it is one), and forgets its group so that a double free uncharges nothing.</summary>
+    /// <summary>
+    /// The free entry's hooks, after the boundary check: uncharges the object and forgets
+    /// its group, so that a double free uncharges nothing. A group id that names no group
+    /// means the word past the object was overwritten: the charge cannot be found, and the
+    /// free goes on (the object is ours) after a report.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void UnchargeObject(void* obj, SlabHeader* slab)
+    private void BeforeFree(void* obj)
     {
-        CheckObjectStart(obj, slab);
         int* slot = (int*)((byte*)obj + _groupOffset);
         int id = *slot;
         if (id == 0)
             return;
         *slot = 0;
-        MemoryGroup.FromId(id).Uncharge(_layout.Stride);
+        if (MemoryGroup.TryFromId(id) is { } group)
+        {
+            group.Uncharge(_layout.Stride);
+            return;
+        }
+        SlabReports.Publish(new SlabReport(SlabReportKind.CorruptedFreeList, Name, (nint)obj,
+            $"cache '{Name}': object 0x{(nint)obj:x} carries memory-group id {id}, which names no group: the bytes past its usable size ({_usable}) were overwritten; its charge is lost",
+            [(nint)obj], 1));
     }
 }

@@ -19,17 +19,6 @@ namespace Kmem;
 /// </remarks>
 public sealed unsafe partial class SlabCache
 {
-    private readonly SlabConstructor? _ctor;
-    private readonly SlabBatchConstructor? _batchCtor;
-    private readonly SlabDestructor? _dtor;
-    private readonly SlabBatchDestructor? _batchDtor;
-    /// <summary>A constructor or destructor: objects keep state, slabs are freed only by reclaim.</summary>
-    private readonly bool _lifecycle;
-    private readonly int _minEmptySlabs;
-    private long _ctorCalls;
-    private long _ctorFailures;
-    private long _dtorCalls;
-
     /// <summary>True when the cache has a constructor or a destructor.</summary>
     public bool HasLifecycle => _lifecycle;
 

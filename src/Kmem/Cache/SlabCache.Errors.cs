@@ -35,7 +35,12 @@ public sealed unsafe partial class SlabCache
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowDisposed(void* obj) =>
-        throw new SlabUsageException(Name, (nint)obj, obj == null
+        throw new ObjectDisposedException(Name, obj == null
             ? $"cache '{Name}' is disposed"
             : $"cache '{Name}' is disposed: cannot free 0x{(nint)obj:x}");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowDoubleFree(void* obj, string why) =>
+        throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': double free of object 0x{(nint)obj:x} ({why})");
 }

@@ -1,6 +1,4 @@
 using System.Runtime.ExceptionServices;
-using Kmem.Locking;
-using Kmem.Sheaves;
 using Kmem.Slab;
 
 namespace Kmem;
@@ -8,16 +6,13 @@ namespace Kmem;
 /// <summary>Shrink, Dispose, the reclaim thread's work on one cache, and statistics.</summary>
 public sealed unsafe partial class SlabCache
 {
-    private readonly KLock _drainLock = new("sheaf_drain");
-    private volatile bool _disposed;
-
     /// <summary>
     /// Returns every empty slab to the page layer, after draining the objects parked in
     /// every thread's sheaf (idle and exited threads included) and in the barn; the
     /// destructor runs on their objects, here, on the calling thread. A TypesafeByRcu cache
     /// waits here for a grace period first (so never call it inside a read-side section).
     /// </summary>
-    /// <exception cref="SlabUsageException">The cache is disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
     /// <exception cref="Exception">The first exception a destructor threw (a bug in it); every slab was freed regardless.</exception>
     public void Shrink()
     {
@@ -45,95 +40,138 @@ public sealed unsafe partial class SlabCache
             }
             failure = FreeSlabsAfterGracePeriod(release, SlabFreedBy.Shrink);
         }
+        FlushReports();
         Pages.Trim();
         if (failure != null)
             ExceptionDispatchInfo.Throw(failure);
     }
 
     /// <summary>
-    /// Destroys the cache: parked objects are drained, destructors run, and every slab is
-    /// returned. With live objects it refuses, names them, and leaves the cache as it was,
-    /// usable. Disposing twice is allowed. Must not run concurrently with use of the cache.
-    /// A merged cache is destroyed when its last alias is disposed (see <see cref="MergedInto"/>).
-    /// It first waits for pending <see cref="Kmalloc.FreeRcu"/> frees and, for a
-    /// TypesafeByRcu cache, for a grace period before its slabs' memory is returned.
+    /// Destroys the cache (kmem_cache_destroy). Never throws, and a second call does
+    /// nothing. Parked objects are drained, destructors run, and every slab is returned,
+    /// except, when objects are still live, the slabs that hold them: those stay mapped so
+    /// the live pointers stay valid, the leak is reported (<see cref="SlabReports"/>, kind
+    /// <see cref="SlabReportKind.Leak"/>, naming the objects, and
+    /// <see cref="SlabCacheStatistics.LeakedObjects"/>), and their memory is never reused.
+    /// A destructor that throws is reported the same way. Use <see cref="TryDispose"/> to
+    /// refuse instead. After it, every call but statistics throws
+    /// <see cref="ObjectDisposedException"/>; a call racing it either completes first or
+    /// throws that, and nothing is corrupted.
     /// </summary>
-    /// <exception cref="SlabUsageException">Objects are still allocated.</exception>
-    public void Dispose()
+    /// <remarks>
+    /// A merged cache is destroyed when its last handle is disposed (see
+    /// <see cref="MergedInto"/>). It first waits for pending <see cref="Kmalloc.FreeRcu"/>
+    /// frees and, for a TypesafeByRcu cache, for a grace period before its slabs' memory is
+    /// returned.
+    /// </remarks>
+    public void Dispose() => Destroy(strict: false, out _);
+
+    /// <summary>
+    /// The strict Dispose: with live objects it disposes nothing, returns false and names
+    /// up to 16 of them in <paramref name="liveObjects"/>, and the cache stays as it was
+    /// (drained, usable). Otherwise as <see cref="Dispose"/> (true; true again when already
+    /// disposed).
+    /// </summary>
+    public bool TryDispose(out IReadOnlyList<nint> liveObjects) => Destroy(strict: true, out liveObjects);
+
+    private bool Destroy(bool strict, out IReadOnlyList<nint> liveObjects)
     {
+        liveObjects = [];
         // Objects of this cache may be waiting in Kmalloc.FreeRcu (kvfree_rcu_barrier in
-        // kmem_cache_destroy). Waited for before slab_mutex: a callback may take it.
+        // kmem_cache_destroy), or in FreeNoLock's lists. Waited for before slab_mutex: a
+        // callback may take it.
         if (Rcu.PendingCallbacks != 0 && !Rcu.IsCallbackThread)
             Rcu.Barrier();
+        DeferredFrees.Drain();
+        bool done = true;
         using (SlabCacheRegistry.Lock.Scope())
         {
             if (_root != this)
             {
-                DisposeAlias();
-                return;
+                done = DisposeAlias(strict, out liveObjects);
             }
-            if (!_rootHandleLive)
-                return;
-            if (_refs == 1)
-                DestroyCore();
-            _rootHandleLive = false;
-            _refs--;
+            else if (_rootHandleLive)
+            {
+                if (_refs == 1)
+                    done = DestroyCore(strict, out liveObjects);
+                if (done)
+                {
+                    _rootHandleLive = false;
+                    _refs--;
+                }
+            }
         }
+        FlushReports();
+        if (done)
+            Pages.Trim();
+        return done;
     }
 
-    /// <summary>Frees everything, or refuses with live objects and changes nothing. Caller holds slab_mutex.</summary>
-    private void DestroyCore()
+    /// <summary>
+    /// Kills the sheaves, frees every slab without live objects, and leaves the rest
+    /// mapped and reported. Strict: with live objects, drains only and returns false.
+    /// Reports instead of throwing. Caller holds slab_mutex.
+    /// </summary>
+    private bool DestroyCore(bool strict, out IReadOnlyList<nint> liveObjects)
     {
+        liveObjects = [];
+        long live;
+        List<nint> named;
         Exception? failure;
         using (_drainLock.Scope())
         {
             SlabHeader* release = null;
-            DrainSheaves(ref release);
-            long live;
-            List<nint> named = [];
+            if (strict)
+            {
+                DrainSheaves(ref release);
+                using (_listLock.Scope())
+                {
+                    live = _objectsOut;
+                    named = live != 0 ? LiveObjects(16) : [];
+                }
+                if (live != 0)
+                {
+                    ReleaseSlabs(release, SlabFreedBy.Shrink, out _);   // what the drain emptied
+                    liveObjects = named;
+                    return false;
+                }
+            }
+            // From here on every slow path refuses: it tests _disposed first, and again
+            // under list_lock where it goes to the lists without a sheaf.
+            _disposed = true;
+            DrainSheaves(ref release, kill: true);
             using (_listLock.Scope())
             {
                 live = _objectsOut;
-                if (live != 0)
-                {
-                    named = LiveObjects(8);
-                }
-                else
-                {
-                    UnlinkEmpties(keep: 0, long.MaxValue, ref release);
-                    TakeRollbacks(long.MaxValue, ref release);
-                    TakeGracePeriodSlabs(all: true, ref release);
-                }
-            }
-            if (live != 0)
-            {
-                // Refuse, and leave the cache as it was: drained, but whole and usable.
-                ReleaseSlabs(release, SlabFreedBy.Shrink, out _);
-                string list = string.Join(", ", named.Select(a => $"0x{a:x}"));
-                throw new SlabUsageException(Name, named.Count > 0 ? named[0] : 0,
-                    $"cache '{Name}': Dispose with {live} live object(s) ({list}{(live > named.Count ? ", ..." : "")}); free them first")
-                { LiveObjects = live };
+                named = live != 0 ? LiveObjects(16) : [];
+                UnlinkEmpties(keep: 0, long.MaxValue, ref release);
+                TakeRollbacks(long.MaxValue, ref release);
+                TakeGracePeriodSlabs(all: true, ref release);
             }
             failure = FreeSlabsAfterGracePeriod(release, SlabFreedBy.Shrink);
-            using (_sheafTableLock.Scope())
-            {
-                _disposed = true;
-                Sheaf*[] table = _sheaves;
-                Volatile.Write(ref _sheaves, new Sheaf*[1]);
-                foreach (SlabCache alias in _aliases)
-                    Volatile.Write(ref alias._sheaves, new Sheaf*[1]);
-                foreach (Sheaf* s in table)
-                {
-                    if (s != null)
-                        Sheaf.Destroy(s);
-                }
-            }
-            _barn.Dispose();
         }
-        Pages.Trim();
-        SlabCacheRegistry.RemoveLocked(_index);
         if (failure != null)
-            ExceptionDispatchInfo.Throw(failure);
+        {
+            SlabReports.Defer(new SlabReport(SlabReportKind.DestructorFailed, Name, 0,
+                $"cache '{Name}': a destructor threw while Dispose freed the slabs (every object was destructed): {failure.GetType().Name}: {failure.Message}", [], 0));
+        }
+        if (live == 0)
+        {
+            _barn.Dispose();
+            SlabCacheRegistry.RemoveLocked(_index);
+        }
+        else
+        {
+            // The slabs of live objects stay mapped and in the page map under this index,
+            // so the index is never given to another cache: a later free of a leaked object
+            // finds this disposed cache and throws ObjectDisposedException.
+            Interlocked.Add(ref _leakedObjects, live);
+            string list = string.Join(", ", named.Select(a => $"0x{a:x}"));
+            SlabReports.Defer(new SlabReport(SlabReportKind.Leak, Name, named.Count > 0 ? named[0] : 0,
+                $"cache '{Name}': disposed with {live} live object(s) ({list}{(live > named.Count ? ", ..." : "")}); their slabs stay mapped, the rest was freed",
+                named, live));
+        }
+        return true;
     }
 
     /// <summary>
@@ -180,38 +218,23 @@ public sealed unsafe partial class SlabCache
                 freedSlabs += freedRipe;
             }
         }
+        FlushReports();
         if (_lifecycle)
             budget -= freedSlabs * _layout.Objects;
         return more;
     }
-
-    /// <summary>
-    /// Slow-path entries (refills and flushes of sheaves; every call of a checked cache).
-    /// Unchanged over a while means the cache is idle. Counted without an atomic: a lost
-    /// increment only delays noticing activity. Statistics reads do not count.
-    /// </summary>
-    private long _activity;
 
     internal long Activity => Volatile.Read(ref _activity);
 
     /// <summary>The reclaim thread's idle bookkeeping for this cache (touched by that thread only).</summary>
     internal ReclaimIdleState IdleState { get; } = new();
 
+    /// <summary>A snapshot of the cache's counts (its root's, for an alias); also after Dispose.</summary>
     public SlabCacheStatistics GetStatistics()
     {
         if (_root != this)
             return _root.GetStatistics();
-        long cached = 0;
-        using (_sheafTableLock.Scope())
-        {
-            foreach (Sheaf* s in _sheaves)
-            {
-                if (s != null)
-                    cached += Volatile.Read(ref s->Count);
-            }
-        }
-        if (!_disposed)
-            cached += _barn.Objects;
+        long cached = _disposed ? 0 : _sheafTable.CachedObjects() + _barn.Objects;
         using (_listLock.Scope())
         {
             long active = _objectsOut - cached;
@@ -238,9 +261,13 @@ public sealed unsafe partial class SlabCache
                 ConstructedFreeObjects: _lifecycle ? total - active : 0,
                 PendingRollbackSlabs: _rollbackCount,
                 SlabsAwaitingGracePeriod: _rcuWaitingCount,
-                Aliases: _aliases.Count);
+                Aliases: _aliases.Count,
+                DoubleFrees: _doubleFrees,
+                FreeListRepairs: _freeListRepairs,
+                LeakedObjects: Volatile.Read(ref _leakedObjects));
         }
     }
 
+    /// <inheritdoc/>
     public override string ToString() => $"SlabCache '{Name}' ({ObjectSize} B)";
 }

@@ -11,6 +11,6 @@ public sealed unsafe partial class SlabCache
     public IReadOnlyList<LockStatistics> GetLockStatistics()
     {
         SlabCache r = _root;
-        return [r._drainLock.GetStatistics(), r._barn.Lock.GetStatistics(), r._listLock.GetStatistics(), r._sheafTableLock.GetStatistics()];
+        return [r._drainLock.GetStatistics(), r._barn.Lock.GetStatistics(), r._listLock.GetStatistics(), r._sheafTable.Lock.GetStatistics()];
     }
 }

@@ -27,14 +27,6 @@ public sealed unsafe partial class SlabCache
     /// <summary>Flags two caches must agree on to merge (SLAB_MERGE_SAME).</summary>
     private const SlabFlags MergeSame = SlabFlags.Account | SlabFlags.RandomizeFreelist;
 
-    /// <summary>This cache's root: itself, or the cache it is an alias of.</summary>
-    private readonly SlabCache _root;
-    /// <summary>Root only, under slab_mutex and the sheaf-table lock: the live aliases.</summary>
-    private readonly List<SlabCache> _aliases = [];
-    /// <summary>Root only, under slab_mutex: live handles, the root's own included.</summary>
-    private int _refs = 1;
-    private bool _rootHandleLive = true;
-
     /// <summary>An alias of <paramref name="root"/>: shares its layout, index, barn and sheaves.</summary>
     private SlabCache(SlabCache root, string name, int objectSize, SlabCacheOptions options)
     {
@@ -45,13 +37,18 @@ public sealed unsafe partial class SlabCache
         Align = root.Align;
         _layout = root._layout;
         _account = root._account;
+        _hooks = root._hooks;
         _groupOffset = root._groupOffset;
+        _usable = root._usable;
         _span = root._span;
         _index = root._index;
         _minEmptySlabs = root._minEmptySlabs;
         SheafCapacity = root.SheafCapacity;
         _barn = root._barn;
-        _sheaves = root._sheaves;
+        _sheafTable = root._sheafTable;
+        _drainLock = root._drainLock;
+        _listLock = root._listLock;
+        _sheafReader = PublishSheaves;
     }
 
     /// <summary>The cache this one is merged into, or null for a cache of its own.</summary>
@@ -108,29 +105,30 @@ public sealed unsafe partial class SlabCache
     private SlabCache AddAlias(string name, int objectSize, SlabCacheOptions options)
     {
         var alias = new SlabCache(this, name, objectSize, options);
-        using (_sheafTableLock.Scope())
-        {
-            Volatile.Write(ref alias._sheaves, _sheaves);
-            _aliases.Add(alias);
-        }
+        _sheafTable.AddReader(alias._sheafReader);
+        _aliases.Add(alias);
         _refs++;
         return alias;
     }
 
-    /// <summary>Drops an alias; the last handle of a root destroys it. Caller holds slab_mutex.</summary>
-    private void DisposeAlias()
+    /// <summary>
+    /// Drops an alias; the last handle of a root destroys it (strict: refusing with live
+    /// objects, and then nothing changes). The alias's table is emptied, so its every call
+    /// goes to the slow path, which reports the disposal. Caller holds slab_mutex.
+    /// </summary>
+    private bool DisposeAlias(bool strict, out IReadOnlyList<nint> liveObjects)
     {
+        liveObjects = [];
         if (_disposed)
-            return;
+            return true;
         SlabCache root = _root;
-        if (root._refs == 1)
-            root.DestroyCore();   // throws, changing nothing, if objects are live
-        using (root._sheafTableLock.Scope())
-        {
-            _disposed = true;
-            Volatile.Write(ref _sheaves, new Sheaf*[1]);
-            root._aliases.Remove(this);
-        }
+        if (root._refs == 1 && !root.DestroyCore(strict, out liveObjects))
+            return false;
+        _disposed = true;
+        if (!root._disposed)
+            root._sheafTable.RemoveReader(_sheafReader);
+        root._aliases.Remove(this);
         root._refs--;
+        return true;
     }
 }

@@ -78,8 +78,12 @@ public sealed unsafe partial class SlabCache
     internal bool TryFreeNoLock(void* obj, SlabHeader* slab)
     {
         CheckObjectStart(obj, slab);
-        if (_checked || _account || _disposed || ThreadSheafIsBusy())
+        if (_checked || _disposed || ThreadSheafIsBusy())
             return false;
+        // The free entry's hooks never wait: Account's uncharge is atomics on the group's
+        // counters and a CAS on a per-CPU stock word.
+        if (_hooks != 0)
+            BeforeFree(obj);
         return TryFreeFast(obj);
     }
 
@@ -97,38 +101,27 @@ public sealed unsafe partial class SlabCache
 
     /// <summary>
     /// ConsistencyChecks caches, before their object is deferred: if list_lock can be had
-    /// without waiting, a double free throws now, and the object is marked free in the
-    /// bitmap so that a second FreeNoLock (or Free) of it throws too instead of queuing it
-    /// twice. Returns true when marked (the deferred free must then skip the check:
-    /// <see cref="FreePrechecked"/>); false when the lock was busy (checked at drain).
+    /// without waiting, a double free throws now (the object's bitmap bit is clear).
+    /// Returns true when checked; false when the lock was busy (then the object must not be
+    /// linked through its memory, which may be in a free list: see DeferredFrees).
     /// </summary>
     internal bool TryPrecheckFree(void* obj, SlabHeader* slab)
     {
         if (_listLock.IsHeldByCurrentThread || !_listLock.TryEnterNeverWaiting())
             return false;
+        bool free;
         try
         {
             int index = ObjectIndex(slab, obj);
-            ref ulong word = ref BitmapOf(slab)[index >> 6];
-            if ((word & (1UL << index)) == 0)
-                throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': double free of object 0x{(nint)obj:x} (it is already free)");
-            word &= ~(1UL << index);
-            return true;
+            free = (BitmapOf(slab)[index >> 6] & (1UL << index)) == 0;
         }
         finally
         {
             _listLock.Exit();
         }
-    }
-
-    /// <summary>The deferred free of an object <see cref="TryPrecheckFree"/> marked: back to its slab, no second check.</summary>
-    internal void FreePrechecked(void* obj)
-    {
-        SlabHeader* release = null;
-        bool excess;
-        using (_listLock.Scope())
-            excess = ReturnToSlabs(&obj, 1, ref release);
-        AfterReturn(release, excess);
+        if (free)
+            ThrowDoubleFree(obj, "it is already free");
+        return true;
     }
 
     internal bool IsChecked => _checked;

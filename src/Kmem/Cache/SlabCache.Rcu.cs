@@ -20,12 +20,6 @@ namespace Kmem;
 /// </remarks>
 public sealed unsafe partial class SlabCache
 {
-    private readonly bool _typesafeByRcu;
-    // list_lock: the slabs waiting for a grace period, oldest first, linked by Next.
-    private SlabHeader* _rcuWaitingHead;
-    private SlabHeader* _rcuWaitingTail;
-    private long _rcuWaitingCount;
-
     /// <summary>The callback a deferral queues: a static delegate, so deferring allocates nothing.</summary>
     private static readonly Action s_kickReclaim = Kmem.Reclaim.Kick;
 

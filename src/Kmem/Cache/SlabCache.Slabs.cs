@@ -18,23 +18,6 @@ public sealed unsafe partial class SlabCache
     /// </summary>
     private const int MaxEmptySlabs = 1;
 
-    private readonly KLock _listLock = new("list_lock");
-    private SlabHeader* _partial;
-    private SlabHeader* _full;
-    private long _partialCount;
-    private long _emptyCount;
-    private long _slabCount;
-    /// <summary>Objects off their slab's free list: with users or parked in sheaves/barn.</summary>
-    private long _objectsOut;
-    private long _slabsAllocated;
-    private long _slabsFreed;
-    private long _slabsFreedByReclaim;
-    private long _slabsFreedByShrink;
-    /// <summary>Slabs whose construction failed, waiting for the reclaim thread to destruct and free them.</summary>
-    private SlabHeader* _rollback;
-    private long _rollbackCount;
-    private readonly bool _randomize;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void** LinkOf(void* obj) => (void**)((byte*)obj + _layout.FreeLinkOffset);
 
@@ -86,8 +69,8 @@ public sealed unsafe partial class SlabCache
         slab->Block = block;
         slab->BlockSize = (nuint)_layout.SlabSize;
         slab->Freelist = _randomize ? BuildShuffledFreeList(block) : BuildFreeList(block);
-        if (_checked && !zeroed)
-            NativeMemory.Clear(block + _layout.BitmapOffset, (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
+        if (!zeroed)
+            NativeMemory.Clear(BitmapOf(slab), (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
         PageMap.Set(block, (nuint)_layout.SlabSize, slab);
         return slab;
     }
@@ -123,10 +106,25 @@ public sealed unsafe partial class SlabCache
         return head;
     }
 
+    /// <summary>
+    /// Publishes a slab from <see cref="NewSlab"/>. If the cache was disposed meanwhile the
+    /// slab is destructed and freed here (nobody ever saw its objects), and the caller is
+    /// told the cache is gone.
+    /// </summary>
     private void AddNewSlab(SlabHeader* slab)
     {
         using (_listLock.Scope())
-            LinkNewSlab(slab);
+        {
+            if (!_disposed)
+            {
+                LinkNewSlab(slab);
+                return;
+            }
+        }
+        slab->Next = null;
+        using (_drainLock.Scope())
+            FreeSlabs(slab, SlabFreedBy.Shrink, out _);
+        ThrowDisposed(null);
     }
 
     /// <summary>Puts a new, empty slab on the partial list. Caller holds list_lock.</summary>
@@ -209,9 +207,17 @@ public sealed unsafe partial class SlabCache
         Debug.Assert(n == _layout.Objects, $"cache '{Name}': slab freed with {_layout.Objects - n} object(s) off its free list");
     }
 
+    private ulong* BitmapOf(SlabHeader* slab) => (ulong*)((byte*)slab + _layout.BitmapOffset);
+
+    private int ObjectIndex(SlabHeader* slab, void* obj) =>
+        (int)((uint)((byte*)obj - (byte*)slab - _layout.ObjectOffset) / (uint)_layout.Stride);
+
     /// <summary>
     /// Moves up to <paramref name="max"/> free objects from partial slabs to
-    /// <paramref name="dest"/>. Caller holds list_lock.
+    /// <paramref name="dest"/>, setting each one's bitmap bit. Every link followed is
+    /// checked first (inside this slab, at an object boundary, bit clear): a free list
+    /// damaged by a write after free is rebuilt from the bitmap and reported, never
+    /// followed. Caller holds list_lock.
     /// </summary>
     private int TakeFromPartial(void** dest, int max)
     {
@@ -223,10 +229,19 @@ public sealed unsafe partial class SlabCache
             AssertInvariants(slab);
             if (slab->InUse == 0)
                 _emptyCount--;
+            ulong* bitmap = BitmapOf(slab);
             void* o = slab->Freelist;
             int taken = 0;
             while (o != null && got < max)
             {
+                uint offset = (uint)((byte*)o - (byte*)slab - _layout.ObjectOffset);
+                int index = (int)(offset / (uint)_layout.Stride);
+                if (offset >= _span || !_layout.IsObjectBoundary(offset) || (bitmap[index >> 6] & (1UL << index)) != 0)
+                {
+                    o = RepairFreeList(slab, o, taken);
+                    continue;
+                }
+                bitmap[index >> 6] |= 1UL << index;
                 dest[got++] = o;
                 taken++;
                 o = *LinkOf(o);
@@ -246,20 +261,66 @@ public sealed unsafe partial class SlabCache
     }
 
     /// <summary>
-    /// Returns objects to their slabs' free lists. In a cache without constructor or
-    /// destructor, slabs that become empty beyond the reserve are unlinked onto
-    /// <paramref name="release"/> for the caller to free after dropping the lock; a ctor/dtor
-    /// cache keeps them, and the result says the reclaim thread has work. Caller holds list_lock.
+    /// The free list of <paramref name="slab"/> led to <paramref name="bad"/>, which is not
+    /// a free object of it. Rebuilds the list from the bitmap (every object whose bit is
+    /// clear, in address order: the bitmap is changed only under list_lock, with the list),
+    /// defers a report, and returns the new head. <paramref name="takenNow"/> objects were
+    /// already taken in this pass (their bits are set, so they are not relinked).
     /// </summary>
-    private bool ReturnToSlabs(void** objects, int count, ref SlabHeader* release)
+    private void* RepairFreeList(SlabHeader* slab, void* bad, int takenNow)
+    {
+        ulong* bitmap = BitmapOf(slab);
+        byte* first = (byte*)slab + _layout.ObjectOffset;
+        void* head = null;
+        int free = 0;
+        for (int i = _layout.Objects - 1; i >= 0; i--)
+        {
+            if ((bitmap[i >> 6] & (1UL << i)) != 0)
+                continue;
+            void* o = first + i * _layout.Stride;
+            *LinkOf(o) = head;
+            head = o;
+            free++;
+        }
+        Debug.Assert(free == _layout.Objects - slab->InUse - takenNow, "bitmap out of step with InUse");
+        _freeListRepairs++;
+        SlabReports.Defer(new SlabReport(SlabReportKind.CorruptedFreeList, Name, (nint)bad,
+            $"cache '{Name}': free list of slab 0x{(nint)slab:x} is corrupted: next free object 0x{(nint)bad:x} is not a free object of this slab (a write after free?); rebuilt the list from the slab's bitmap ({free} free objects)",
+            [(nint)bad], 1));
+        return head;
+    }
+
+    /// <summary>
+    /// Returns objects to their slabs' free lists, clearing each one's bitmap bit. An
+    /// object whose bit is already clear is free in its slab already (a double free that
+    /// reached the slab): it is dropped, counted in <paramref name="doubleFrees"/> and, when
+    /// <paramref name="report"/>, reported, so a slab never counts an object twice and is
+    /// never freed with a live one. In a cache without constructor or destructor, slabs
+    /// that become empty beyond the reserve are unlinked onto <paramref name="release"/> for
+    /// the caller to free after dropping the lock; a ctor/dtor cache keeps them, and the
+    /// result says the reclaim thread has work. Caller holds list_lock.
+    /// </summary>
+    private bool ReturnToSlabs(void** objects, int count, ref SlabHeader* release, out int doubleFrees, bool report = true)
     {
         bool excess = false;
+        doubleFrees = 0;
         Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
         for (int i = 0; i < count; i++)
         {
             void* o = objects[i];
             SlabHeader* slab = PageMap.Lookup(o);
             AssertInvariants(slab);
+            int index = ObjectIndex(slab, o);
+            ref ulong word = ref BitmapOf(slab)[index >> 6];
+            if ((word & (1UL << index)) == 0)
+            {
+                doubleFrees++;
+                _doubleFrees++;
+                if (report)
+                    DeferDoubleFreeReport(o);
+                continue;
+            }
+            word &= ~(1UL << index);
             *LinkOf(o) = slab->Freelist;
             slab->Freelist = o;
             if (slab->List == SlabList.Full)
@@ -281,9 +342,18 @@ public sealed unsafe partial class SlabCache
                 }
             }
         }
-        _objectsOut -= count;
+        _objectsOut -= count - doubleFrees;
         return excess;
     }
+
+    /// <inheritdoc cref="ReturnToSlabs(void**, int, ref SlabHeader*, out int, bool)"/>
+    private bool ReturnToSlabs(void** objects, int count, ref SlabHeader* release) =>
+        ReturnToSlabs(objects, count, ref release, out _);
+
+    private void DeferDoubleFreeReport(void* o) =>
+        SlabReports.Defer(new SlabReport(SlabReportKind.DoubleFree, Name, (nint)o,
+            $"cache '{Name}': double free of object 0x{(nint)o:x}: it came back to its slab while already free there; the second free was dropped",
+            [(nint)o], 1));
 
     /// <summary>Takes an empty slab off the partial list onto <paramref name="release"/>. Caller holds list_lock.</summary>
     private void UnlinkEmpty(SlabHeader* slab, ref SlabHeader* release)

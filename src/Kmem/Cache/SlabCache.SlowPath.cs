@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Kmem.PageLayer;
 using Kmem.Sheaves;
@@ -9,10 +8,6 @@ namespace Kmem;
 /// <summary>The slow paths: sheaf refill and flush through the barn and the partial slabs.</summary>
 public sealed unsafe partial class SlabCache
 {
-    private readonly Barn _barn;
-    /// <summary>Guards growth of the sheaf table (and the root's alias list); a leaf.</summary>
-    private readonly Kmem.Locking.LeafSpinLock _sheafTableLock = new("sheaf_table");
-
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void* AllocSlow(bool throwOnFailure)
     {
@@ -27,14 +22,24 @@ public sealed unsafe partial class SlabCache
         if (_checked)
             return CheckedAlloc(throwOnFailure);
 
-        Sheaf* s = SheafOfCurrentThread();
+        Sheaf* s = _sheafTable.OfCurrentThread();
         bool waited = false;
         while (true)
         {
-            if (!EnterSheaf(s))
-                continue;
-            void* p = RefillAndPop(s);
-            Volatile.Write(ref s->Busy, 0);
+            if (s == null || !Sheaf.EnterWaiting(s))
+                ThrowDisposed(null);
+            void* p;
+            try
+            {
+                p = RefillAndPop(s);
+            }
+            finally
+            {
+                // Also when the validator refused a lock: a drainer must never wait on a
+                // Busy flag its owner left set.
+                Sheaf.Exit(s);
+                FlushReports();
+            }
             if (p != null)
                 return p;
 
@@ -68,6 +73,14 @@ public sealed unsafe partial class SlabCache
             Kmem.Reclaim.Kick();
     }
 
+    /// <summary>Publishes what this thread found under a lock (double frees, repaired free lists). No lock may be held.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FlushReports()
+    {
+        if (SlabReports.HasDeferred)
+            SlabReports.Flush();
+    }
+
     /// <summary>The end of a failed allocation: the constructor's exception, the reason, or null.</summary>
     private void* Fail(AllocationFailure failure, Exception? thrown, bool throwOnFailure)
     {
@@ -96,14 +109,15 @@ public sealed unsafe partial class SlabCache
             return;
         }
 
-        Sheaf* s = SheafOfCurrentThread();
+        Sheaf* s = _sheafTable.OfCurrentThread();
+        if (s == null || !Sheaf.EnterWaiting(s))
+            ThrowDisposed(obj);
         SlabHeader* release = null;
         bool excess = false;
-        while (!EnterSheaf(s))
-        {
-        }
         try
         {
+            if (s->Count > 0 && Sheaf.Objects(s)[s->Count - 1] == obj)
+                ThrowDoubleFree(obj, "it is the object this thread freed last");
             if (s->Count == s->Capacity)
             {
                 bool parked;
@@ -123,9 +137,7 @@ public sealed unsafe partial class SlabCache
         }
         finally
         {
-            // Also when the validator refused a lock: a drainer must never wait on a
-            // Busy flag its owner left set.
-            Volatile.Write(ref s->Busy, 0);
+            Sheaf.Exit(s);
         }
         AfterReturn(release, excess);
     }
@@ -137,32 +149,24 @@ public sealed unsafe partial class SlabCache
     /// </summary>
     private void* RefillAndPop(Sheaf* s)
     {
-        try
+        if (s->Count == 0)
         {
-            if (s->Count == 0)
-            {
-                using (_barn.Lock.Scope())
-                    _barn.TryTakeFull(s);
-            }
-            if (s->Count == 0)
-            {
-                using (_listLock.Scope())
-                    s->Count = TakeFromPartial(Sheaf.Objects(s), s->Capacity);
-                ReverseObjects(s);
-            }
-            return s->Count > 0 ? Sheaf.Objects(s)[--s->Count] : null;
+            using (_barn.Lock.Scope())
+                _barn.TryTakeFull(s);
         }
-        catch
+        if (s->Count == 0)
         {
-            Volatile.Write(ref s->Busy, 0);
-            throw;
+            using (_listLock.Scope())
+                s->Count = TakeFromPartial(Sheaf.Objects(s), s->Capacity);
+            ReverseObjects(s);
         }
+        return s->Count > 0 ? Sheaf.Objects(s)[--s->Count] : null;
     }
 
     /// <summary>
     /// After objects went back to their slabs in an application's call: frees the slabs of
     /// a cache without destructors at once; for a ctor/dtor cache, wakes the reclaim thread
-    /// instead, which alone runs destructors.
+    /// instead, which alone runs destructors. Then the reports found under the lock.
     /// </summary>
     private void AfterReturn(SlabHeader* release, bool excess)
     {
@@ -170,85 +174,37 @@ public sealed unsafe partial class SlabCache
             ReleaseSlabs(release, SlabFreedBy.Free, out _);
         if (excess)
             Kmem.Reclaim.Kick();
-    }
-
-    /// <summary>
-    /// Owner side of the handshake: sets Busy and returns true if no drain is pending;
-    /// else clears Busy, waits for the drainer to finish, and returns false (retry).
-    /// </summary>
-    private static bool EnterSheaf(Sheaf* s)
-    {
-        Volatile.Write(ref s->Busy, 1);   // not sunk below the read that follows
-        if (Volatile.Read(ref s->DrainRequested) == 0)
-            return true;
-        Volatile.Write(ref s->Busy, 0);
-        var wait = new SpinWait();
-        while (Volatile.Read(ref s->DrainRequested) != 0)
-            wait.SpinOnce();
-        return false;
+        FlushReports();
     }
 
     /// <summary>Objects come off a slab in address order; reversed, the sheaf pops them in that order.</summary>
     private static void ReverseObjects(Sheaf* s) => new Span<nint>(Sheaf.Objects(s), s->Count).Reverse();
 
-    /// <summary>This thread's sheaf, created on first use.</summary>
-    private Sheaf* SheafOfCurrentThread()
-    {
-        int id = ThreadSlot.Register();
-        Sheaf*[] table = _sheaves;
-        if (id < table.Length && table[id] != null)
-            return table[id];
-        using (_sheafTableLock.Scope())
-        {
-            if (_disposed)
-                ThrowDisposed(null);
-            table = _sheaves;
-            if (id >= table.Length)
-            {
-                var grown = new Sheaf*[Math.Max(id + 1, Math.Max(ThreadSlot.MaxId + 1, table.Length * 2))];
-                table.CopyTo(grown, 0);
-                table = grown;
-            }
-            if (table[id] == null)
-                table[id] = Sheaf.Create(SheafCapacity);
-            Volatile.Write(ref _sheaves, table);
-            foreach (SlabCache alias in _aliases)
-                Volatile.Write(ref alias._sheaves, table);
-            return table[id];
-        }
-    }
-
     /// <summary>
     /// Drainer side of the handshake: every object parked in any thread's sheaf (idle,
-    /// busy or exited) and in the barn goes back to its slab. Caller holds sheaf_drain,
-    /// and frees what lands on <paramref name="release"/>.
+    /// busy or exited) and in the barn goes back to its slab. With <paramref name="kill"/>
+    /// (Dispose) the sheaves are left dead and retired instead of handed back. Caller
+    /// holds sheaf_drain, and frees what lands on <paramref name="release"/>.
     /// </summary>
-    private void DrainSheaves(ref SlabHeader* release)
+    private void DrainSheaves(ref SlabHeader* release, bool kill = false)
     {
-        Debug.Assert(_drainLock.IsHeldByCurrentThread, "sheaf_drain not held");
-        Sheaf*[] table = Volatile.Read(ref _sheaves);
-        foreach (Sheaf* s in table)
+        System.Diagnostics.Debug.Assert(_drainLock.IsHeldByCurrentThread, "sheaf_drain not held");
+        List<(int Id, nint Sheaf)> asked = _sheafTable.BeginDrain(kill);
+        foreach ((_, nint sheaf) in asked)
         {
-            if (s != null)
-                Volatile.Write(ref s->DrainRequested, 1);
-        }
-        // Orders every owner's earlier "Busy = 1" before our reads of Busy below.
-        Interlocked.MemoryBarrierProcessWide();
-        foreach (Sheaf* s in table)
-        {
-            if (s == null)
-                continue;
-            var wait = new SpinWait();
-            while (Volatile.Read(ref s->Busy) != 0)
-                wait.SpinOnce();
+            var s = (Sheaf*)sheaf;
+            SheafTable.WaitIdle(s);
             if (s->Count > 0)
             {
                 using (_listLock.Scope())
                     ReturnToSlabs(Sheaf.Objects(s), s->Count, ref release);
                 s->Count = 0;
             }
-            Volatile.Write(ref s->DrainRequested, 0);
+            if (!kill)
+                SheafTable.EndDrain(s);
         }
+        if (kill)
+            _sheafTable.Kill(asked);
         using (_barn.Lock.Scope())
         {
             void** parked = _barn.Parked(out int count);

@@ -6,7 +6,8 @@
  *   2. sheaf_drain        per cache: one drainer (Shrink, Dispose, reclaim) at a time;
  *                         destructors run under it, in a leaf-only region
  *   3. barn_lock          per cache: the store of full sheaves
- *   4. list_lock          per cache: partial/full lists, slab free lists, counters
+ *   4. list_lock          per cache: partial/full lists, slab free lists and bitmaps,
+ *                         the counters below it
  *   5. pcpu_alloc_mutex   per PerCpuAllocator: every per-CPU allocation; taken with no
  *                         other Kmem lock held (PerCpu/PerCpuAllocator.cs)
  *   6. rcu_read_lock      not a lock: RCU read-side sections as the validator sees them.
@@ -17,19 +18,45 @@
  *                         slab_mutex and sheaf_drain: Shrink/Dispose of TypesafeByRcu)
  *
  * Leaves (LeafSpinLock), under which nothing is taken: rcu_registry, rcu_callbacks,
- * sheaf_table (the per-thread
- * table and a root's aliases), thread_slot, page_cache, pcpu_lock (all a per-CPU
- * free takes), and any leaf lock a destructor takes. Constructors run with no
- * allocator lock held, so they may allocate per-CPU memory; destructors may free it.
+ * sheaf_table (Sheaves/SheafTable: the per-thread table and its readers), thread_slot,
+ * page_cache, pcpu_lock (all a per-CPU free takes), and any leaf lock a destructor
+ * takes. Constructors run with no allocator lock held, so they may allocate per-CPU
+ * memory; destructors may free it.
  *
  * Not locks, and taking none: the page layer (an atomic byte count, a CAS to install
  * a page-map leaf) and a thread's own sheaf, which its owner guards with the
- * Busy/DrainRequested handshake (Sheaves/Sheaf.cs). The handshake's rule completes the
- * order: an owner never waits for anything while its Busy is 1 but barn_lock and
- * list_lock, which no drainer holds while it waits, and clears Busy on every exit
- * (exceptions included), so a drainer that waits for Busy == 0 while holding
- * sheaf_drain cannot deadlock with it. A thread that
- * waits for the reclaim thread (page limit) holds no allocator lock and no Busy.
+ * Busy/State handshake (Sheaves/Sheaf.cs). The handshake's rule completes the order:
+ * an owner never waits for anything while its Busy is 1 but barn_lock and list_lock,
+ * which no drainer holds while it waits, and clears Busy on every exit (exceptions
+ * included), so a drainer that waits for Busy == 0 while holding sheaf_drain cannot
+ * deadlock with it. A thread that waits for the reclaim thread (page limit) holds no
+ * allocator lock and no Busy.
+ *
+ * Where an object is, and who may touch it (slub.c's "To sum up"):
+ *
+ *   object state        on                         bitmap bit   counted in
+ *   free in slab        its slab's free list       0            -
+ *   parked              a sheaf or the barn        1            _objectsOut, CachedObjects
+ *   allocated           the user                   1            _objectsOut, ActiveObjects
+ *   deferred free       a DeferredFrees list       1            _objectsOut (until drained)
+ *
+ * Slab states (SlabHeader.List and the cache's lists, all under list_lock):
+ *
+ *   state        list                 InUse            leaves it by
+ *   partial      _partial             1..Objects-1     TakeFromPartial (-> full), ReturnToSlabs (-> empty)
+ *   empty        _partial             0                reuse, or UnlinkEmpty -> ReleaseSlabs
+ *   full         _full                Objects          ReturnToSlabs (-> partial)
+ *   rollback     _rollback            0 (constructor   the reclaim thread, Shrink, Dispose: destructed
+ *                                     failed)          and freed
+ *   grace period _rcuWaiting          0                TypesafeByRcu: the reclaim thread after a
+ *                                                      grace period, or Shrink/Dispose after one
+ *   leaked       _partial/_full       > 0              never: Dispose found live objects, so the
+ *                                                      slab stays mapped for their users
+ *
+ * Every object enters through one door and leaves through one: allocations end in
+ * AfterAlloc (Account's charge), frees begin in FreeObject (the boundary check,
+ * Account's uncharge), for Free, Kmalloc.Free, FreeNoLock, FreeRcu and deferred frees
+ * alike; a slab leaves only through ReleaseSlabs/FreeSlabs.
  */
 
 using System.Diagnostics;
@@ -53,17 +80,108 @@ namespace Kmem;
 /// </remarks>
 public sealed unsafe partial class SlabCache : IDisposable
 {
+    // ---- Fixed at creation (read anywhere, no lock) ----
     private readonly SlabLayout _layout;
+    /// <summary>This cache's slot in <see cref="SlabCacheRegistry"/>, stored in every slab header.</summary>
     private readonly int _index;
+    /// <summary>Bytes of the object area: an object's offset from the first object is below it.</summary>
     private readonly uint _span;
+    /// <summary>Bytes of an object its user may use (<see cref="Kmalloc.UsableSize"/>): the stride up to the first metadata word.</summary>
+    private readonly int _usable;
+    /// <summary>Hooks on the one allocation exit and the one free entry: nonzero only when one is on (Account today).</summary>
+    private readonly ObjectHooks _hooks;
     private readonly bool _checked;
+    private readonly bool _randomize;
+    private readonly bool _account;
+    /// <summary>Account caches: offset in the slot of the charged group's id (0: none); -1 otherwise.</summary>
+    private readonly int _groupOffset;
+    private readonly bool _typesafeByRcu;
+    private readonly SlabConstructor? _ctor;
+    private readonly SlabBatchConstructor? _batchCtor;
+    private readonly SlabDestructor? _dtor;
+    private readonly SlabBatchDestructor? _batchDtor;
+    /// <summary>A constructor or destructor: objects keep state, slabs are freed only by reclaim, Shrink or Dispose.</summary>
+    private readonly bool _lifecycle;
+    /// <summary>Empty slabs kept for reuse before they are returned.</summary>
+    private readonly int _minEmptySlabs;
+    /// <summary>This cache's root: itself, or the cache it is an alias of (Cache/SlabCache.Merge.cs).</summary>
+    private readonly SlabCache _root;
+    private readonly Barn _barn;
+    private readonly SheafTable _sheafTable;
+    private readonly KLock _drainLock;
+    private readonly KLock _listLock;
+    /// <summary>This handle's reader of <see cref="_sheafTable"/> (one delegate, so it can be removed).</summary>
+    private readonly Action<Sheaf*[]> _sheafReader;
 
+    // ---- Fast path: published by _sheafTable (under sheaf_table), read with one load ----
     /// <summary>
     /// Per-thread sheaves by <see cref="ThreadSlot"/> id; slot 0 is always null. Replaced
     /// (never shrunk in place) when it grows; an empty table after Dispose sends every
     /// call to the slow path, which reports the misuse.
     /// </summary>
     private Sheaf*[] _sheaves = new Sheaf*[1];
+
+    // ---- slab_mutex (root) ----
+    /// <summary>The live aliases (also under sheaf_table for readers of the list).</summary>
+    private readonly List<SlabCache> _aliases = [];
+    /// <summary>Live handles, the root's own included.</summary>
+    private int _refs = 1;
+    private bool _rootHandleLive = true;
+
+    // ---- sheaf_drain: set under it, and under list_lock; read anywhere ----
+    /// <summary>
+    /// True from the moment Dispose begins killing the sheaves. Every slow path tests it
+    /// first, and again under list_lock where it touches the lists without a sheaf.
+    /// </summary>
+    private volatile bool _disposed;
+
+    // ---- list_lock ----
+    private SlabHeader* _partial;
+    private SlabHeader* _full;
+    private long _partialCount;
+    private long _emptyCount;
+    private long _slabCount;
+    /// <summary>Objects off their slab's free list: with users, parked, or deferred. = Σ InUse over listed slabs.</summary>
+    private long _objectsOut;
+    private long _slabsAllocated;
+    private long _slabsFreed;
+    /// <summary>Slabs whose construction failed, waiting to be destructed and freed.</summary>
+    private SlabHeader* _rollback;
+    private long _rollbackCount;
+    /// <summary>TypesafeByRcu: empty slabs waiting for a grace period, oldest first (cookies never decrease).</summary>
+    private SlabHeader* _rcuWaitingHead;
+    private SlabHeader* _rcuWaitingTail;
+    private long _rcuWaitingCount;
+    /// <summary>Frees dropped because their object was already free in its slab.</summary>
+    private long _doubleFrees;
+    /// <summary>Slab free lists found corrupted and rebuilt from the bitmap.</summary>
+    private long _freeListRepairs;
+
+    // ---- Atomic counters (no lock) ----
+    private long _slabsFreedByReclaim;
+    private long _slabsFreedByShrink;
+    private long _ctorCalls;
+    private long _ctorFailures;
+    private long _dtorCalls;
+    /// <summary>Objects still live when the cache was disposed (their slabs stay mapped).</summary>
+    private long _leakedObjects;
+
+    // ---- Racy by design ----
+    /// <summary>
+    /// Slow-path entries (refills and flushes of sheaves; every call of a checked cache).
+    /// Unchanged over a while means the cache is idle. Counted without an atomic: a lost
+    /// increment only delays noticing activity. Statistics reads do not count.
+    /// </summary>
+    private long _activity;
+
+    /// <summary>The hooks of the one allocation exit and the one free entry.</summary>
+    [Flags]
+    private enum ObjectHooks : byte
+    {
+        None = 0,
+        /// <summary>SlabFlags.Account: charge after allocation, uncharge before free.</summary>
+        Account = 1,
+    }
 
     private SlabCache(string name, int objectSize, SlabCacheOptions options)
     {
@@ -81,14 +199,23 @@ public sealed unsafe partial class SlabCache : IDisposable
         _lifecycle = options.HasConstructor || options.HasDestructor;
         _minEmptySlabs = _lifecycle ? options.MinEmptySlabs : MaxEmptySlabs;
         _account = (Flags & SlabFlags.Account) != 0;
+        _hooks = _account ? ObjectHooks.Account : ObjectHooks.None;
         _typesafeByRcu = (Flags & SlabFlags.TypesafeByRcu) != 0;
-        _layout = ComputeLayout(objectSize, Align, linkOutside: _lifecycle || _typesafeByRcu, _checked, _account, out _groupOffset);
+        _layout = ComputeLayout(objectSize, Align, linkOutside: _lifecycle || _typesafeByRcu, _account, out _groupOffset, out _usable);
         _span = (uint)_layout.Span;
         SheafCapacity = Sheaf.CapacityFor(_layout.Stride);
         _barn = new Barn(SheafCapacity, _layout.Stride);
+        _sheafTable = new SheafTable(SheafCapacity);
+        _drainLock = new KLock("sheaf_drain");
+        _listLock = new KLock("list_lock");
+        _sheafReader = PublishSheaves;
+        _sheafTable.AddReader(_sheafReader);
         _index = SlabCacheRegistry.AddLocked(this);
         Kmem.Reclaim.EnsureStarted();
     }
+
+    /// <summary>The sheaf table's reader: every new table array lands here for the fast path.</summary>
+    private void PublishSheaves(Sheaf*[] table) => Volatile.Write(ref _sheaves, table);
 
     /// <summary>
     /// The slot layout. A ctor/dtor or TypesafeByRcu cache keeps its free-list link after
@@ -97,24 +224,31 @@ public sealed unsafe partial class SlabCache : IDisposable
     /// still be reading a freed object); others keep it in the first word.
     /// An accounted cache keeps each object's memory-group id after that (the kernel's
     /// per-object obj_exts entry), at <paramref name="groupOffset"/> (-1 for none).
+    /// <paramref name="usable"/> is what the user may write: up to the first such word.
+    /// Every slab has an allocation bitmap (one bit per object, set while it is off the
+    /// free list), which catches a double free that reaches the slab.
     /// </summary>
-    private static SlabLayout ComputeLayout(int objectSize, int align, bool linkOutside, bool withBitmap, bool account, out int groupOffset)
+    private static SlabLayout ComputeLayout(int objectSize, int align, bool linkOutside, bool account, out int groupOffset, out int usable)
     {
         int end = SlabLayout.AlignUp(objectSize, sizeof(void*));
         int linkOffset = 0;
+        int metadata = -1;
         if (linkOutside)
         {
-            linkOffset = end;
+            linkOffset = metadata = end;
             end += sizeof(void*);
         }
         groupOffset = -1;
         if (account)
         {
             groupOffset = end;
+            if (metadata < 0)
+                metadata = end;
             end += sizeof(void*);
         }
         int stride = SlabLayout.AlignUp(Math.Max(end, sizeof(void*)), align);
-        return SlabLayout.Compute(stride, align, linkOffset, withBitmap);
+        usable = metadata < 0 ? stride : metadata;
+        return SlabLayout.Compute(stride, align, linkOffset, withBitmap: true);
     }
 
     /// <summary>Creates a cache of objects of <paramref name="objectSize"/> bytes (1 B to 128 KiB).</summary>
@@ -149,6 +283,7 @@ public sealed unsafe partial class SlabCache : IDisposable
     /// <summary>Largest object size a cache accepts.</summary>
     public const int MaxObjectSize = 128 * 1024;
 
+    /// <summary>The name given at creation (an alias keeps its own name).</summary>
     public string Name { get; }
 
     /// <summary>The object size asked for; every object has at least this many bytes.</summary>
@@ -157,6 +292,7 @@ public sealed unsafe partial class SlabCache : IDisposable
     /// <summary>Alignment every object has.</summary>
     public int Align { get; }
 
+    /// <summary>The flags given at creation.</summary>
     public SlabFlags Flags { get; }
 
     /// <summary>Objects a per-thread sheaf holds.</summary>
@@ -166,27 +302,34 @@ public sealed unsafe partial class SlabCache : IDisposable
 
     internal int Stride => _layout.Stride;
 
+    /// <summary>Bytes of an object its user may use: the object size rounded up, short of the allocator's own words.</summary>
+    internal int UsableSize => _usable;
+
+    /// <summary>True once Dispose has run on this handle.</summary>
     public bool IsDisposed => _disposed;
 
     /// <summary>
     /// Allocates one object; false when no memory could be had (page limit, fault, OS)
     /// or the constructor returned false. An exception thrown by the constructor propagates.
     /// </summary>
+    /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAlloc(out void* obj)
     {
         if (LockValidator.Enabled && _lifecycle)
             CheckNotInOwnLifecycle();
-        obj = TryAllocFast();
-        if (obj == null)
-            obj = AllocSlow(throwOnFailure: false);
-        if (_account && obj != null)
-            obj = ChargeObject(obj, throwOnFailure: false);
-        return obj != null;
+        void* p = TryAllocFast();
+        if (p == null)
+            p = AllocSlow(throwOnFailure: false);
+        if (_hooks != 0 && p != null)
+            p = AfterAlloc(p, throwOnFailure: false);
+        obj = p;
+        return p != null;
     }
 
     /// <summary>Allocates one object: as the constructor (or its last user) left it.</summary>
     /// <exception cref="SlabAllocationException">No memory could be had, or the constructor failed (<see cref="AllocationFailure.ConstructorFailed"/>).</exception>
+    /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc()
     {
@@ -195,12 +338,14 @@ public sealed unsafe partial class SlabCache : IDisposable
         void* p = TryAllocFast();
         if (p == null)
             p = AllocSlow(throwOnFailure: true);
-        return _account ? ChargeObject(p, throwOnFailure: true) : p;
+        return _hooks != 0 ? AfterAlloc(p, throwOnFailure: true) : p;
     }
 
     /// <summary>
     /// Fast path: pop from this thread's sheaf. Must not take a lock, use an atomic,
     /// allocate, or call anything; on any doubt it returns null for the slow path.
+    /// Cost: the TLS id, the table, the sheaf, Busy store, State load, Count, the object
+    /// pointer, two stores (docs/design.md counts the instructions).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void* TryAllocFast()
@@ -210,20 +355,18 @@ public sealed unsafe partial class SlabCache : IDisposable
         if (id < (uint)table.Length)
         {
             Sheaf* s = table[id];
-            if (s != null)
+            if (s != null && Sheaf.TryEnter(s))
             {
-                // A volatile store (a plain mov on x64) so that the JIT cannot sink it below
-                // the DrainRequested read; the drainer's process-wide barrier orders the CPU.
-                Volatile.Write(ref s->Busy, 1);
+                // Count is read after TryEnter's acquire load of State, never before.
                 int n = s->Count - 1;
-                if (n >= 0 && Volatile.Read(ref s->DrainRequested) == 0)
+                if (n >= 0)
                 {
                     void* p = Sheaf.Objects(s)[n];
                     s->Count = n;
-                    Volatile.Write(ref s->Busy, 0);
+                    Sheaf.Exit(s);
                     return p;
                 }
-                Volatile.Write(ref s->Busy, 0);
+                Sheaf.Exit(s);
             }
         }
         return null;
@@ -232,35 +375,40 @@ public sealed unsafe partial class SlabCache : IDisposable
     /// <summary>Frees an object of this cache.</summary>
     /// <exception cref="SlabUsageException">
     /// <paramref name="obj"/> is not an object of this cache (unknown address, another
-    /// cache's slab, not at an object boundary), the cache is disposed, or (with
-    /// <see cref="SlabFlags.ConsistencyChecks"/>) the object is already free.
+    /// cache's slab, not at an object boundary), or it is the object freed last on this
+    /// thread (a double free), or, with <see cref="SlabFlags.ConsistencyChecks"/>, it is
+    /// already free.
     /// </exception>
+    /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(void* obj)
     {
         SlabHeader* slab = PageMap.Lookup(obj);
         if (slab == null || slab->CacheIndex != _index)
             ThrowForeignPointer(obj, slab);
-        if (_account)
-            UnchargeObject(obj, slab);
-        FreeInSlab(obj, slab);
+        FreeObject(obj, slab);
     }
 
     /// <summary>
-    /// Frees <paramref name="obj"/>, known to lie in <paramref name="slab"/> of this cache.
-    /// Fast path: a boundary check and a push onto this thread's sheaf; no lock, no atomic.
+    /// The one free entry (slab_free_hook): every free of an object of this cache comes
+    /// here, whatever door it came in by (Free, Kmalloc.Free, FreeNoLock's deferred frees,
+    /// FreeRcu), with <paramref name="slab"/> from the page map. The boundary check, the
+    /// free hooks, then a push onto this thread's sheaf; no lock, no atomic.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeInSlab(void* obj, SlabHeader* slab)
+    internal void FreeObject(void* obj, SlabHeader* slab)
     {
         CheckObjectStart(obj, slab);
+        if (_hooks != 0)
+            BeforeFree(obj);
         if (!TryFreeFast(obj))
             FreeSlow(obj, slab);
     }
 
     /// <summary>
     /// Fast path: push onto this thread's sheaf. Must not take a lock, use an atomic,
-    /// allocate, or call anything; false (full, draining, no sheaf) for the slow path.
+    /// allocate, or call anything; false (full, draining, no sheaf, or
+    /// <paramref name="obj"/> on top already: a double free) for the slow path.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool TryFreeFast(void* obj)
@@ -270,18 +418,20 @@ public sealed unsafe partial class SlabCache : IDisposable
         if (id < (uint)table.Length)
         {
             Sheaf* s = table[id];
-            if (s != null)
+            if (s != null && Sheaf.TryEnter(s))
             {
-                Volatile.Write(ref s->Busy, 1);   // not sunk below the read that follows
                 int n = s->Count;
-                if (n < s->Capacity && Volatile.Read(ref s->DrainRequested) == 0)
+                void** objects = Sheaf.Objects(s);
+                // objects[-1] is the sheaf's null sentinel: the naive double-free check
+                // (SLUB's "object is on top of the freelist") costs one load and no branch on n.
+                if (n < s->Capacity && objects[n - 1] != obj)
                 {
-                    Sheaf.Objects(s)[n] = obj;
+                    objects[n] = obj;
                     s->Count = n + 1;
-                    Volatile.Write(ref s->Busy, 0);
+                    Sheaf.Exit(s);
                     return true;
                 }
-                Volatile.Write(ref s->Busy, 0);
+                Sheaf.Exit(s);
             }
         }
         return false;

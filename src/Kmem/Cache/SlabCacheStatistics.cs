@@ -25,6 +25,9 @@ namespace Kmem;
 /// <param name="ConstructedFreeObjects">Free objects that hold constructor-built state (ctor/dtor caches): memory that state keeps alive.</param>
 /// <param name="PendingRollbackSlabs">Slabs whose construction failed, waiting for the reclaim thread to destruct what was built.</param>
 /// <param name="Aliases">Other caches merged into this one.</param>
+/// <param name="DoubleFrees">Frees dropped because the object was already free in its slab (a double free that reached the slab; each also reported to <see cref="SlabReports"/>). Double frees thrown at their caller are counted too.</param>
+/// <param name="FreeListRepairs">Slab free lists found corrupted (a write after free) and rebuilt from the slab's bitmap.</param>
+/// <param name="LeakedObjects">Objects still live when the cache was disposed; their slabs stay mapped.</param>
 /// <param name="SlabsAwaitingGracePeriod">Empty slabs of a TypesafeByRcu cache waiting for an RCU grace period before their memory is returned (counted in BytesHeld, not in Slabs).</param>
 public readonly record struct SlabCacheStatistics(
     long ActiveObjects,
@@ -48,7 +51,10 @@ public readonly record struct SlabCacheStatistics(
     long ConstructedFreeObjects = 0,
     long PendingRollbackSlabs = 0,
     int Aliases = 0,
-    long SlabsAwaitingGracePeriod = 0)
+    long SlabsAwaitingGracePeriod = 0,
+    long DoubleFrees = 0,
+    long FreeListRepairs = 0,
+    long LeakedObjects = 0)
 {
     /// <summary>Constructions that succeeded: each is matched by exactly one destructor call once its slab is freed.</summary>
     public long ConstructedObjects => ConstructorCalls - ConstructorFailures;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Kmem.PageLayer;
 using Kmem.Slab;
@@ -48,19 +49,43 @@ internal static unsafe class DeferredFrees
     public static Exception? LastFailure => Volatile.Read(ref s_lastFailure);
 
     /// <summary>
-    /// Queues <paramref name="p"/>, whose link lives <paramref name="linkOffset"/> bytes in;
-    /// <paramref name="prechecked"/> (bit 0 of the link, free in an aligned pointer) says a
-    /// checked cache has already marked it free. Never waits.
+    /// Random per process: a queued object's link word holds <c>next ^ cookie ^ its own
+    /// address</c>, so a second FreeNoLock of an object still queued is recognised (the word
+    /// decodes to a list link) instead of queuing it twice, which would make the list loop
+    /// and hand the object out twice. User data decodes to a valid link with odds of about
+    /// 2^-40 (the decoded value must be 0 or an allocator address). The drain clears it.
     /// </summary>
-    public static void Push(void* p, int linkOffset, bool prechecked)
+    private static readonly nint s_cookie = (nint)Random.Shared.NextInt64() | 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static nint Encode(nint next, nint* link) => next ^ s_cookie ^ (nint)link;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static nint Decode(nint word, nint* link) => word ^ s_cookie ^ (nint)link;
+
+    /// <summary>True when the word at <paramref name="link"/> reads as a deferred-list link: the object is queued already.</summary>
+    private static bool LooksQueued(nint* link)
     {
-        ref nint head = ref s_heads[CpuTopology.CurrentCpu * Stride];
+        nint next = Decode(Volatile.Read(ref *link), link);
+        return next == 0 || ((next & 7) == 0 && PageMap.Lookup((void*)next) != null);
+    }
+
+    /// <summary>
+    /// Queues <paramref name="p"/>, whose link lives <paramref name="linkOffset"/> bytes in.
+    /// Never waits.
+    /// </summary>
+    /// <exception cref="SlabUsageException"><paramref name="p"/> is queued already (a double FreeNoLock).</exception>
+    public static void Push(void* p, int linkOffset, string owner)
+    {
         var link = (nint*)((byte*)p + linkOffset);
+        if (LooksQueued(link))
+            throw new SlabUsageException(owner, (nint)p, $"{owner}: double free of 0x{(nint)p:x}: FreeNoLock already queued it and it has not been freed yet");
+        ref nint head = ref s_heads[CpuTopology.CurrentCpu * Stride];
         nint old;
         do
         {
             old = Volatile.Read(ref head);
-            *link = old | (prechecked ? 1 : 0);
+            *link = Encode(old, link);
         }
         while (Interlocked.CompareExchange(ref head, (nint)p, old) != old);
         Interlocked.Increment(ref s_pending);
@@ -105,15 +130,15 @@ internal static unsafe class DeferredFrees
                     continue;
                 nint p = Interlocked.Exchange(ref s_unchecked[i], 0);
                 if (p != 0)
-                    FreeOne(p, prechecked: false);
+                    FreeOne(p);
             }
             for (int cpu = 0; cpu < CpuTopology.PossibleCpus; cpu++)
             {
                 if (Volatile.Read(ref s_heads[cpu * Stride]) == 0)
                     continue;
                 // The list is ours once taken, so it is no longer than what was pending plus
-                // the pushes in flight; a longer walk is a cycle, which only the same object
-                // queued twice (a double free the checks could not see) makes.
+                // the pushes in flight; a longer walk is a cycle, which only two FreeNoLocks
+                // of one object racing each other past LooksQueued can make.
                 long limit = Volatile.Read(ref s_pending) + 4096;
                 nint p = Interlocked.Exchange(ref s_heads[cpu * Stride], 0);
                 for (long walked = 0; p != 0; walked++)
@@ -123,9 +148,11 @@ internal static unsafe class DeferredFrees
                         Record(new SlabUsageException(null, p, $"kmalloc: the deferred-free list of CPU {cpu} loops at 0x{p:x}: an object was passed to FreeNoLock twice; the rest of that list is dropped"));
                         break;
                     }
-                    nint link = *(nint*)((byte*)p + LinkOffsetOf((void*)p));
-                    FreeOne(p, prechecked: (link & 1) != 0);
-                    p = link & ~(nint)1;
+                    var link = (nint*)((byte*)p + LinkOffsetOf((void*)p));
+                    nint next = Decode(*link, link);
+                    *link = 0;   // no longer queued: a later FreeNoLock of it is legitimate
+                    FreeOne(p);
+                    p = next;
                 }
             }
         }
@@ -135,14 +162,12 @@ internal static unsafe class DeferredFrees
         }
     }
 
-    private static void FreeOne(nint p, bool prechecked)
+    /// <summary>Frees through the one free entry (Kmalloc.Free goes to the object's cache, or to the large-block path).</summary>
+    private static void FreeOne(nint p)
     {
         try
         {
-            if (prechecked)
-                SlabCacheRegistry.Get(PageMap.Lookup((void*)p)->CacheIndex).FreePrechecked((void*)p);
-            else
-                Kmalloc.Free((void*)p);
+            Kmalloc.Free((void*)p);
         }
         catch (Exception e)
         {

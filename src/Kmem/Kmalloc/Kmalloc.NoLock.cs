@@ -64,19 +64,13 @@ public static unsafe partial class Kmalloc
             SlabCache cache = SlabCacheRegistry.Get(h->CacheIndex);
             if (cache.TryFreeNoLock(p, h))
                 return;
-            if (cache.IsChecked)
-            {
-                if (cache.TryPrecheckFree(p, h))
-                    DeferredFrees.Push(p, cache.FreeLinkOffset, prechecked: true);
-                else if (!DeferredFrees.TryPushUnchecked(p))
-                    DeferredFrees.Push(p, cache.FreeLinkOffset, prechecked: false);
+            if (cache.IsChecked && !cache.TryPrecheckFree(p, h) && DeferredFrees.TryPushUnchecked(p))
                 return;
-            }
-            DeferredFrees.Push(p, cache.FreeLinkOffset, prechecked: false);
+            DeferredFrees.Push(p, cache.FreeLinkOffset, cache.Name);
             return;
         }
         CheckLarge(p, h);
-        DeferredFrees.Push(p, 0, prechecked: false);   // unmapping may take page_cache or call the OS
+        DeferredFrees.Push(p, 0, "kmalloc");   // unmapping may take page_cache or call the OS
     }
 
     /// <summary>Frees what <see cref="FreeNoLock"/> deferred, now, on this thread; Shrink and the reclaim thread do it too.</summary>

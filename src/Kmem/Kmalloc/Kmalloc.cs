@@ -66,7 +66,7 @@ public static unsafe partial class Kmalloc
             return AllocLarge(size, throwOnFailure: true, zero: true);
         SlabCache cache = s_caches[s_classOf[(int)((size + 7) >> 3)]];
         void* p = cache.Alloc();
-        NativeMemory.Clear(p, (nuint)cache.Stride);
+        NativeMemory.Clear(p, (nuint)cache.UsableSize);
         return p;
     }
 
@@ -80,7 +80,7 @@ public static unsafe partial class Kmalloc
         SlabHeader* h = PageMap.Lookup(p);
         if (h != null && h->Kind == BlockKind.Slab)
         {
-            SlabCacheRegistry.Get(h->CacheIndex).FreeInSlab(p, h);
+            SlabCacheRegistry.Get(h->CacheIndex).FreeObject(p, h);
             return;
         }
         FreeLarge(p, h);
@@ -115,7 +115,7 @@ public static unsafe partial class Kmalloc
         {
             SlabCache cache = SlabCacheRegistry.Get(h->CacheIndex);
             cache.CheckObjectStart(p, h);
-            return (nuint)cache.Stride;
+            return (nuint)cache.UsableSize;
         }
         return CheckLarge(p, h)->LargeSize;
     }
@@ -143,8 +143,21 @@ public static unsafe partial class Kmalloc
         return fresh;
     }
 
+    /// <summary>
+    /// Largest size any allocation can be: a quarter of the 47-bit user address space.
+    /// Larger sizes (a negative length cast to nuint, a wrapped sum) fail with
+    /// <see cref="AllocationFailure.TooLarge"/> before any rounding could wrap.
+    /// </summary>
+    public const ulong MaxAllocationSize = 1UL << 45;
+
     private static void* AllocLarge(nuint size, bool throwOnFailure, bool zero)
     {
+        if (size > MaxAllocationSize)
+        {
+            if (throwOnFailure)
+                throw new SlabAllocationException("kmalloc-large", AllocationFailure.TooLarge, size);
+            return null;
+        }
         nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
         void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal, out bool zeroed);
         if (block == null && refusal == Pages.Refusal.Limit)

@@ -52,11 +52,21 @@ public sealed class LeafSpinLock : NamedLock
         return true;
     }
 
+    /// <exception cref="SynchronizationLockException">The calling thread does not hold the lock (released twice, or by another thread); the lock is left as it was.</exception>
     public override void Exit()
     {
+        if (_owner != Environment.CurrentManagedThreadId)
+            ThrowNotOwner();
         LockHook.Run(this, LockHookPoint.Releasing);
         Releasing();
         _owner = 0;
         Volatile.Write(ref _state, 0);
     }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void ThrowNotOwner() =>
+        throw new SynchronizationLockException(_owner == 0
+            ? $"leaf lock '{ClassName}' released while not held (released twice?)"
+            : $"leaf lock '{ClassName}' released by thread {Environment.CurrentManagedThreadId}, but thread {_owner} holds it");
 }

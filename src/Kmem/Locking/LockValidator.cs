@@ -25,7 +25,8 @@ public static class LockValidator
 
     internal static readonly bool Enabled = ReadEnabled();
 
-    private const int MaxHeld = 32;
+    /// <summary>Initial size of a thread's held-lock stack; it grows, so no depth is refused.</summary>
+    private const int InitialHeld = 16;
 
     [ThreadStatic] private static IValidatedLock?[]? t_held;
     [ThreadStatic] private static int t_depth;
@@ -51,7 +52,7 @@ public static class LockValidator
     /// <summary>Checks the rules for taking <paramref name="taken"/>; throws if one is broken.</summary>
     internal static void BeforeAcquire(IValidatedLock taken, bool tryLock)
     {
-        IValidatedLock?[] held = t_held ??= new IValidatedLock?[MaxHeld];
+        IValidatedLock?[] held = t_held ??= new IValidatedLock?[InitialHeld];
         for (int i = 0; i < t_depth; i++)
         {
             IValidatedLock h = held[i]!;
@@ -71,10 +72,12 @@ public static class LockValidator
 
     internal static void Acquired(IValidatedLock taken)
     {
-        IValidatedLock?[] held = t_held ??= new IValidatedLock?[MaxHeld];
-        if (t_depth == MaxHeld)
-            throw new InvalidOperationException($"lock validator: more than {MaxHeld} locks held at once (taking '{taken.ClassName}')");
-        held[t_depth++] = taken;
+        // Grows rather than refuses: an exception here would come after the lock was
+        // taken, and leave it held.
+        IValidatedLock?[] held = t_held ??= new IValidatedLock?[InitialHeld];
+        if (t_depth == held.Length)
+            Array.Resize(ref t_held, held.Length * 2);
+        t_held![t_depth++] = taken;
     }
 
     internal static void Released(IValidatedLock released)

@@ -204,6 +204,13 @@ public sealed class MemoryGroup : IDisposable
         return g.Online();
     }
 
+    /// <summary>As <see cref="FromId"/>, or null when <paramref name="id"/> names no group (a damaged record).</summary>
+    internal static MemoryGroup? TryFromId(int id)
+    {
+        MemoryGroup?[] groups = Volatile.Read(ref s_groups);
+        return (uint)id < (uint)groups.Length && groups[id] is { } g ? g.Online() : null;
+    }
+
     /// <summary>This group, or its nearest online ancestor if it was disposed (reparenting).</summary>
     internal MemoryGroup Online()
     {

@@ -37,16 +37,29 @@ internal static unsafe partial class OsMemory
         // Over-map by (align - page) and trim both ends: the kernel gives page
         // alignment only, and a block must never share a page-map granule with another.
         nuint extra = align > PageSize ? align - PageSize : 0;
-        nint raw = Mmap(0, size + extra, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+        if (size == 0 || size > nuint.MaxValue - extra)
+            return null;   // the over-mapped length would wrap
+        nuint length = size + extra;
+        nint raw = Mmap(0, length, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
         if (raw == -1)
             return null;
         nuint start = ((nuint)raw + align - 1) & ~(align - 1);
         nuint head = start - (nuint)raw;
         nuint tail = extra - head;
-        if (head != 0)
-            Munmap(raw, head);
-        if (tail != 0)
-            Munmap((nint)(start + size), tail);
+        // Trimming splits the mapping, which needs a VMA of its own and so can fail
+        // (ENOMEM at vm.max_map_count). Then the whole mapping goes back (unmapping a
+        // whole mapping needs no split) and the block is refused, rather than left mapped
+        // and untracked past its end.
+        if (head != 0 && Munmap(raw, head) != 0)
+        {
+            Munmap(raw, length);
+            return null;
+        }
+        if (tail != 0 && Munmap((nint)(start + size), tail) != 0)
+        {
+            Munmap((nint)start, size + tail);
+            return null;
+        }
         return (void*)start;
     }
 

@@ -9,13 +9,21 @@ namespace Kmem.Sheaves;
 /// only a cache of free objects, and the busy/drain handshake is per sheaf, not per
 /// thread.
 /// </summary>
-internal static class ThreadSlot
+/// <remarks>
+/// Retired sheaves: a disposed cache's sheaves are freed by the thread whose id indexes
+/// them, in its next slow path (<see cref="Register"/>), or by the finalizer once that
+/// thread is dead, never by the disposing thread (<see cref="SheafTable.Kill"/> says why).
+/// All of this is under <see cref="s_lock"/> (class thread_slot, a leaf).
+/// </remarks>
+internal static unsafe class ThreadSlot
 {
     [ThreadStatic] private static Holder? t_holder;
 
     private static readonly Kmem.Locking.LeafSpinLock s_lock = new("thread_slot");
     private static readonly Stack<int> s_free = new();
     private static int s_next;
+    /// <summary>By id: sheaves of disposed caches that the id's thread frees. Grown under the lock; read racily.</summary>
+    private static List<nint>?[] s_retired = new List<nint>?[64];
 
     /// <summary>The calling thread's id, or 0 before <see cref="Register"/>.</summary>
     public static int Id
@@ -27,22 +35,76 @@ internal static class ThreadSlot
     /// <summary>Highest id handed out so far.</summary>
     public static int MaxId => Volatile.Read(ref s_next);
 
+    /// <summary>
+    /// The calling thread's id, assigned on first call. Every slow path calls it, so this
+    /// is also where a thread frees the retired sheaves of its id (one racy array read
+    /// when there are none).
+    /// </summary>
     public static int Register()
     {
-        if (ThreadSlotId.Value != 0)
-            return ThreadSlotId.Value;
-        int id;
+        int id = ThreadSlotId.Value;
+        if (id != 0)
+        {
+            List<nint>?[] retired = Volatile.Read(ref s_retired);
+            if (id < retired.Length && Volatile.Read(ref retired[id]) != null)
+                FreeRetired(id);
+            return id;
+        }
         using (s_lock.Scope())
             id = s_free.Count > 0 ? s_free.Pop() : ++s_next;
         t_holder = new Holder(id);
         ThreadSlotId.Value = id;
+        FreeRetired(id);   // sheaves the id's dead previous owner never freed
         return id;
+    }
+
+    /// <summary>Hands a dead sheaf to the thread of <paramref name="id"/> to free.</summary>
+    public static void Retire(int id, Sheaf* sheaf)
+    {
+        using (s_lock.Scope())
+        {
+            if (id >= s_retired.Length)
+            {
+                var grown = new List<nint>?[Math.Max(id + 1, s_retired.Length * 2)];
+                s_retired.CopyTo(grown, 0);
+                Volatile.Write(ref s_retired, grown);
+            }
+            (s_retired[id] ??= []).Add((nint)sheaf);
+        }
+    }
+
+    /// <summary>Sheaves retired and not freed yet (for tests and statistics).</summary>
+    public static int RetiredCount
+    {
+        get
+        {
+            using (s_lock.Scope())
+                return s_retired.Sum(l => l?.Count ?? 0);
+        }
+    }
+
+    private static void FreeRetired(int id)
+    {
+        List<nint>? list;
+        using (s_lock.Scope())
+        {
+            if (id >= s_retired.Length)
+                return;
+            list = s_retired[id];
+            s_retired[id] = null;
+        }
+        if (list == null)
+            return;
+        foreach (nint s in list)
+            Sheaf.Destroy((Sheaf*)s);
     }
 
     private sealed class Holder(int id)
     {
         ~Holder()
         {
+            // The thread is dead: it holds no sheaf address any more.
+            FreeRetired(id);
             using (s_lock.Scope())
                 s_free.Push(id);
         }

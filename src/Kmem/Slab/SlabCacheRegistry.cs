@@ -43,10 +43,13 @@ internal static class SlabCacheRegistry
     /// <summary>The live root caches, newest last. Caller holds slab_mutex.</summary>
     public static IEnumerable<SlabCache> RootsLocked() => s_caches.OfType<SlabCache>();
 
-    /// <summary>The live root caches, in creation-slot order.</summary>
+    /// <summary>
+    /// The live root caches, in creation-slot order. A cache disposed with live objects
+    /// keeps its slot (its leaked slabs still name it) but is not listed.
+    /// </summary>
     public static List<SlabCache> Snapshot()
     {
         using (Lock.Scope())
-            return [.. s_caches.OfType<SlabCache>()];
+            return [.. s_caches.OfType<SlabCache>().Where(c => !c.IsDisposed)];
     }
 }

@@ -13,10 +13,17 @@ public enum AllocationFailure
     ConstructorFailed,
     /// <summary>Charging the current <see cref="MemoryGroup"/> would pass its limit or an ancestor's.</summary>
     GroupLimit,
+    /// <summary>The size asked for exceeds what the address space could ever hold (a wrapped size such as <c>(nuint)(-1)</c>).</summary>
+    TooLarge,
 }
 
-/// <summary>An allocation could not be satisfied; nothing was allocated.</summary>
-public class SlabAllocationException : Exception
+/// <summary>
+/// An allocation could not be satisfied; nothing was allocated. An
+/// <see cref="OutOfMemoryException"/> (as <see cref="InsufficientMemoryException"/> is, which
+/// is sealed), so <c>catch (OutOfMemoryException)</c> catches it too; <see cref="Reason"/>
+/// says why.
+/// </summary>
+public class SlabAllocationException : OutOfMemoryException
 {
     public SlabAllocationException() { }
     public SlabAllocationException(string message) : base(message) { }
@@ -42,6 +49,7 @@ public class SlabAllocationException : Exception
     {
         AllocationFailure.PageLimit => $"page limit of {Pages.Limit} bytes reached ({Pages.BytesHeld} held)",
         AllocationFailure.InjectedFault => "injected page allocation fault",
+        AllocationFailure.TooLarge => "the size is larger than any allocation can be",
         AllocationFailure.ConstructorFailed => "the constructor failed (the objects it had built are destructed by the reclaim thread)",
         AllocationFailure.GroupLimit => "a memory group's limit was reached",
         _ => "the OS refused memory",
@@ -50,8 +58,9 @@ public class SlabAllocationException : Exception
 
 /// <summary>
 /// The allocator was misused: a pointer it does not hold, a pointer of another cache,
-/// a pointer inside an object, a double free, use after Dispose, or Dispose with live
-/// objects. The operation was refused; no other object was touched.
+/// a pointer inside an object, a double free, or <see cref="SlabCache.TryDispose"/>'s
+/// refusal with live objects. The operation was refused; no other object was touched.
+/// (Use after Dispose throws <see cref="ObjectDisposedException"/>.)
 /// </summary>
 public class SlabUsageException : InvalidOperationException
 {
@@ -72,6 +81,6 @@ public class SlabUsageException : InvalidOperationException
     /// <summary>The address at fault, 0 when the error is not about one address.</summary>
     public nint Address { get; }
 
-    /// <summary>For Dispose with live objects: how many.</summary>
+    /// <summary>For a refused dispose: how many objects are live.</summary>
     public long LiveObjects { get; init; }
 }
