@@ -31,7 +31,7 @@ public unsafe class FastPathAnatomy
     public void AllocFree() => _cache.Free(_cache.Alloc());
 
     [Benchmark]
-    public void AllocFreeInKnownSlab() => _cache.FreeObject(_cache.Alloc(), _slab);
+    public void AllocFreeInKnownSlab() => _cache.Core.FreeObject(_cache.Alloc(), _slab);
 
     [Benchmark]
     public nint PageMapLookup() => (nint)PageMap.Lookup(_obj);

@@ -173,43 +173,6 @@ public unsafe class MisuseTests
     }
 
     [Fact]
-    public void A_second_FreeNoLock_of_a_queued_object_is_refused_and_nothing_is_handed_out_twice()
-    {
-        using var cache = SlabCache.Create("nolock-double", 56, TestOptions.Unmerged);
-        var p = (nint)cache.Alloc();
-        var big = (nint)Kmalloc.Alloc(100_000);
-        Exception? second = null, secondLarge = null;
-        long deferredBefore = Kmalloc.GetNoLockStatistics().FreesDeferred;
-        // A thread with no sheaf of this cache must defer the free; a large block is always deferred.
-        var t = new Thread(() =>
-        {
-            Kmalloc.FreeNoLock((void*)p);
-            second = Record.Exception(() => Kmalloc.FreeNoLock((void*)p));
-            Kmalloc.FreeNoLock((void*)big);
-            secondLarge = Record.Exception(() => Kmalloc.FreeNoLock((void*)big));
-        });
-        t.Start();
-        t.Join();
-        Assert.True(Kmalloc.GetNoLockStatistics().FreesDeferred >= deferredBefore + 2);
-        var e = Assert.IsType<SlabUsageException>(second);
-        Assert.Contains("double free", e.Message);
-        Assert.Equal(p, e.Address);
-        Assert.Equal(big, Assert.IsType<SlabUsageException>(secondLarge).Address);
-        Kmalloc.DrainDeferredFrees();
-        Assert.Equal(0, cache.GetStatistics().ActiveObjects);
-
-        var seen = new HashSet<nint>();
-        var taken = new nint[300];
-        for (int i = 0; i < taken.Length; i++)
-        {
-            taken[i] = (nint)cache.Alloc();
-            Assert.True(seen.Add(taken[i]), $"0x{taken[i]:x} handed out twice");
-        }
-        cache.FreeBulk(taken);
-        Assert.Equal(0, cache.GetStatistics().ActiveObjects);
-    }
-
-    [Fact]
     public void A_double_free_of_the_last_freed_object_throws_at_its_caller()
     {
         using var cache = SlabCache.Create("double-top", 64, TestOptions.Unmerged);
@@ -365,5 +328,51 @@ public unsafe class MisuseTests
         void* q = other.Alloc();             // a new cache never shares the leaked slab's index
         Assert.Throws<ObjectDisposedException>(() => Kmalloc.Free(p));
         other.Free(q);
+    }
+}
+
+/// <summary>
+/// Runs alone: a deferred free drained by another test's slow path between the two
+/// FreeNoLock calls would free the object first, and the second call would then be an
+/// ordinary double free of a free object (caught at the slab, not at the call).
+/// </summary>
+[Collection(nameof(GlobalStateCollection))]
+public unsafe class DeferredDoubleFreeTests
+{
+    [Fact]
+    public void A_second_FreeNoLock_of_a_queued_object_is_refused_and_nothing_is_handed_out_twice()
+    {
+        using var cache = SlabCache.Create("nolock-double", 56, TestOptions.Unmerged);
+        var p = (nint)cache.Alloc();
+        var big = (nint)Kmalloc.Alloc(100_000);
+        Exception? second = null, secondLarge = null;
+        long deferredBefore = Kmalloc.GetNoLockStatistics().FreesDeferred;
+        // A thread with no sheaf of this cache must defer the free; a large block is always deferred.
+        var t = new Thread(() =>
+        {
+            Kmalloc.FreeNoLock((void*)p);
+            second = Record.Exception(() => Kmalloc.FreeNoLock((void*)p));
+            Kmalloc.FreeNoLock((void*)big);
+            secondLarge = Record.Exception(() => Kmalloc.FreeNoLock((void*)big));
+        });
+        t.Start();
+        t.Join();
+        Assert.True(Kmalloc.GetNoLockStatistics().FreesDeferred >= deferredBefore + 2);
+        var e = Assert.IsType<SlabUsageException>(second);
+        Assert.Contains("double free", e.Message);
+        Assert.Equal(p, e.Address);
+        Assert.Equal(big, Assert.IsType<SlabUsageException>(secondLarge).Address);
+        Kmalloc.DrainDeferredFrees();
+        Assert.Equal(0, cache.GetStatistics().ActiveObjects);
+
+        var seen = new HashSet<nint>();
+        var taken = new nint[300];
+        for (int i = 0; i < taken.Length; i++)
+        {
+            taken[i] = (nint)cache.Alloc();
+            Assert.True(seen.Add(taken[i]), $"0x{taken[i]:x} handed out twice");
+        }
+        cache.FreeBulk(taken);
+        Assert.Equal(0, cache.GetStatistics().ActiveObjects);
     }
 }

@@ -55,7 +55,7 @@ public unsafe class TypesafeByRcuTests
             foreach (nint p in objects)
             {
                 SlabHeader* h = PageMap.Lookup((void*)p);
-                Assert.True(h != null && h->Kind == BlockKind.Slab && h->CacheIndex == cache.Index, "a reader could find foreign memory");
+                Assert.True(h != null && h->Kind == BlockKind.Slab && h->CacheIndex == cache.Core.Index, "a reader could find foreign memory");
             }
         }
         Assert.True(shrink.Join(Patience));

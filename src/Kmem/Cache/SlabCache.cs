@@ -1,65 +1,4 @@
-/*
- * Lock order, outermost first (as mm/slub.c states its own). A thread holding one of
- * these may take only those below it:
- *
- *   1. slab_mutex         SlabCacheRegistry: cache creation, merging and disposal
- *   2. sheaf_drain        per cache: one drainer (Shrink, Dispose, reclaim) at a time;
- *                         destructors run under it, in a leaf-only region
- *   3. barn_lock          per cache: the store of full sheaves
- *   4. list_lock          per cache: partial/full lists, slab free lists and bitmaps,
- *                         the counters below it
- *   5. pcpu_alloc_mutex   per PerCpuAllocator: every per-CPU allocation; taken with no
- *                         other Kmem lock held (PerCpu/PerCpuAllocator.cs)
- *   6. rcu_read_lock      not a lock: RCU read-side sections as the validator sees them.
- *                         Waiting for a grace period takes it (so never under a leaf, in a
- *                         destructor, or holding a lock a reader takes); a section may
- *                         begin anywhere but must not take slab_mutex or sheaf_drain
- *   7. rcu_gp_lock        Rcu: one grace period at a time (Synchronize, possibly under
- *                         slab_mutex and sheaf_drain: Shrink/Dispose of TypesafeByRcu)
- *
- * Leaves (LeafSpinLock), under which nothing is taken: rcu_registry, rcu_callbacks,
- * sheaf_table (Sheaves/SheafTable: the per-thread table and its readers), thread_slot,
- * page_cache, pcpu_lock (all a per-CPU free takes), and any leaf lock a destructor
- * takes. Constructors run with no allocator lock held, so they may allocate per-CPU
- * memory; destructors may free it.
- *
- * Not locks, and taking none: the page layer (an atomic byte count, a CAS to install
- * a page-map leaf) and a thread's own sheaf, which its owner guards with the
- * Busy/State handshake (Sheaves/Sheaf.cs). The handshake's rule completes the order:
- * an owner never waits for anything while its Busy is 1 but barn_lock and list_lock,
- * which no drainer holds while it waits, and clears Busy on every exit (exceptions
- * included), so a drainer that waits for Busy == 0 while holding sheaf_drain cannot
- * deadlock with it. A thread that waits for the reclaim thread (page limit) holds no
- * allocator lock and no Busy.
- *
- * Where an object is, and who may touch it (slub.c's "To sum up"):
- *
- *   object state        on                         bitmap bit   counted in
- *   free in slab        its slab's free list       0            -
- *   parked              a sheaf or the barn        1            _objectsOut, CachedObjects
- *   allocated           the user                   1            _objectsOut, ActiveObjects
- *   deferred free       a DeferredFrees list       1            _objectsOut (until drained)
- *
- * Slab states (SlabHeader.List and the cache's lists, all under list_lock):
- *
- *   state        list                 InUse            leaves it by
- *   partial      _partial             1..Objects-1     TakeFromPartial (-> full), ReturnToSlabs (-> empty)
- *   empty        _partial             0                reuse, or UnlinkEmpty -> ReleaseSlabs
- *   full         _full                Objects          ReturnToSlabs (-> partial)
- *   rollback     _rollback            0 (constructor   the reclaim thread, Shrink, Dispose: destructed
- *                                     failed)          and freed
- *   grace period _rcuWaiting          0                TypesafeByRcu: the reclaim thread after a
- *                                                      grace period, or Shrink/Dispose after one
- *   leaked       _partial/_full       > 0              never: Dispose found live objects, so the
- *                                                      slab stays mapped for their users
- *
- * Every object enters through one door and leaves through one: allocations end in
- * AfterAlloc (Account's charge), frees begin in FreeObject (the boundary check,
- * Account's uncharge), for Free, Kmalloc.Free, FreeNoLock, FreeRcu and deferred frees
- * alike; a slab leaves only through ReleaseSlabs/FreeSlabs.
- */
-
-using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Kmem.Locking;
 using Kmem.PageLayer;
@@ -73,182 +12,51 @@ namespace Kmem;
 /// through a per-thread sheaf with no lock and no shared atomic on the common path.
 /// </summary>
 /// <remarks>
-/// Layers: a thread's <see cref="Sheaf"/> → the cache's <see cref="Barn"/> of full
-/// sheaves (barn_lock) → partial slabs (list_lock) → the page layer. Objects parked in
-/// sheaves and the barn count as allocated by their slab; Shrink and Dispose drain
-/// them back, from idle and exited threads too.
+/// This is a handle: its name, its Dispose, and a reference to the cache proper
+/// (<c>SlabCacheCore</c>, whose file states the lock order and the slab states). Caches
+/// that merge (see <see cref="MergedInto"/>) are several handles on one core. The handle
+/// runs the sheaf fast paths itself over its own copy of the sheaf table (published by
+/// the core's <c>SheafTable</c>), so a call costs no hop to the core; everything else
+/// goes to <see cref="_core"/>, which Dispose sets to null (and empties the table), so
+/// use after Dispose is reported whichever handle it comes through.
 /// </remarks>
-public sealed unsafe partial class SlabCache : IDisposable
+public sealed unsafe class SlabCache : IDisposable
 {
-    // ---- Fixed at creation (read anywhere, no lock) ----
-    private readonly SlabLayout _layout;
-    /// <summary>This cache's slot in <see cref="SlabCacheRegistry"/>, stored in every slab header.</summary>
-    private readonly int _index;
-    /// <summary>Bytes of the object area: an object's offset from the first object is below it.</summary>
-    private readonly uint _span;
-    /// <summary>Bytes of an object its user may use (<see cref="Kmalloc.UsableSize"/>): the stride up to the first metadata word.</summary>
-    private readonly int _usable;
-    /// <summary>Hooks on the one allocation exit and the one free entry: nonzero only when one is on (Account today).</summary>
-    private readonly ObjectHooks _hooks;
-    private readonly bool _checked;
-    private readonly bool _randomize;
-    private readonly bool _account;
-    /// <summary>Account caches: offset in the slot of the charged group's id (0: none); -1 otherwise.</summary>
-    private readonly int _groupOffset;
-    private readonly bool _typesafeByRcu;
-    private readonly SlabConstructor? _ctor;
-    private readonly SlabBatchConstructor? _batchCtor;
-    private readonly SlabDestructor? _dtor;
-    private readonly SlabBatchDestructor? _batchDtor;
-    /// <summary>A constructor or destructor: objects keep state, slabs are freed only by reclaim, Shrink or Dispose.</summary>
-    private readonly bool _lifecycle;
-    /// <summary>Empty slabs kept for reuse before they are returned.</summary>
-    private readonly int _minEmptySlabs;
-    /// <summary>This cache's root: itself, or the cache it is an alias of (Cache/SlabCache.Merge.cs).</summary>
-    private readonly SlabCache _root;
-    private readonly Barn _barn;
-    private readonly SheafTable _sheafTable;
-    private readonly KLock _drainLock;
-    private readonly KLock _listLock;
-    /// <summary>This handle's reader of <see cref="_sheafTable"/> (one delegate, so it can be removed).</summary>
-    private readonly Action<Sheaf*[]> _sheafReader;
-
-    // ---- Fast path: published by _sheafTable (under sheaf_table), read with one load ----
+    // ---- Fast path: fixed at creation, but the table (published under sheaf_table) ----
     /// <summary>
-    /// Per-thread sheaves by <see cref="ThreadSlot"/> id; slot 0 is always null. Replaced
-    /// (never shrunk in place) when it grows; an empty table after Dispose sends every
-    /// call to the slow path, which reports the misuse.
+    /// The core's sheaf table, as published to this handle; empty once this handle is
+    /// disposed, and always empty when the core has allocation or free hooks (its fast
+    /// paths then always miss, and every call goes through the core's doors).
     /// </summary>
     private Sheaf*[] _sheaves = new Sheaf*[1];
+    private readonly SlabLayout _layout;
+    private readonly int _index;
+    /// <summary>This handle's reader of the sheaf table (one delegate, so it can be removed).</summary>
+    private readonly Action<Sheaf*[]> _sheafReader;
 
-    // ---- slab_mutex (root) ----
-    /// <summary>The live aliases (also under sheaf_table for readers of the list).</summary>
-    private readonly List<SlabCache> _aliases = [];
-    /// <summary>Live handles, the root's own included.</summary>
-    private int _refs = 1;
-    private bool _rootHandleLive = true;
+    // ---- slab_mutex ----
+    /// <summary>The cache proper while this handle is live; null once it is disposed.</summary>
+    private volatile SlabCacheCore? _core;
 
-    // ---- sheaf_drain: set under it, and under list_lock; read anywhere ----
-    /// <summary>
-    /// True from the moment Dispose begins killing the sheaves. Every slow path tests it
-    /// first, and again under list_lock where it touches the lists without a sheaf.
-    /// </summary>
-    private volatile bool _disposed;
+    // ---- Fixed ----
+    /// <summary>The same core, kept after Dispose for statistics and names.</summary>
+    private readonly SlabCacheCore _origin;
+    /// <summary>True when Create found a cache to merge with instead of making one.</summary>
+    private readonly bool _merged;
 
-    // ---- list_lock ----
-    private SlabHeader* _partial;
-    private SlabHeader* _full;
-    private long _partialCount;
-    private long _emptyCount;
-    private long _slabCount;
-    /// <summary>Objects off their slab's free list: with users, parked, or deferred. = Σ InUse over listed slabs.</summary>
-    private long _objectsOut;
-    private long _slabsAllocated;
-    private long _slabsFreed;
-    /// <summary>Slabs whose construction failed, waiting to be destructed and freed.</summary>
-    private SlabHeader* _rollback;
-    private long _rollbackCount;
-    /// <summary>TypesafeByRcu: empty slabs waiting for a grace period, oldest first (cookies never decrease).</summary>
-    private SlabHeader* _rcuWaitingHead;
-    private SlabHeader* _rcuWaitingTail;
-    private long _rcuWaitingCount;
-    /// <summary>Frees dropped because their object was already free in its slab.</summary>
-    private long _doubleFrees;
-    /// <summary>Slab free lists found corrupted and rebuilt from the bitmap.</summary>
-    private long _freeListRepairs;
-
-    // ---- Atomic counters (no lock) ----
-    private long _slabsFreedByReclaim;
-    private long _slabsFreedByShrink;
-    private long _ctorCalls;
-    private long _ctorFailures;
-    private long _dtorCalls;
-    /// <summary>Objects still live when the cache was disposed (their slabs stay mapped).</summary>
-    private long _leakedObjects;
-
-    // ---- Racy by design ----
-    /// <summary>
-    /// Slow-path entries (refills and flushes of sheaves; every call of a checked cache).
-    /// Unchanged over a while means the cache is idle. Counted without an atomic: a lost
-    /// increment only delays noticing activity. Statistics reads do not count.
-    /// </summary>
-    private long _activity;
-
-    /// <summary>The hooks of the one allocation exit and the one free entry.</summary>
-    [Flags]
-    private enum ObjectHooks : byte
+    /// <summary>A handle on <paramref name="core"/>. Caller holds slab_mutex.</summary>
+    private SlabCache(SlabCacheCore core, bool merged, string name, int objectSize, SlabFlags flags)
     {
-        None = 0,
-        /// <summary>SlabFlags.Account: charge after allocation, uncharge before free.</summary>
-        Account = 1,
-    }
-
-    private SlabCache(string name, int objectSize, SlabCacheOptions options)
-    {
-        _root = this;
+        _core = _origin = core;
+        _merged = merged;
         Name = name;
         ObjectSize = objectSize;
-        Flags = options.Flags;
-        Align = EffectiveAlign(objectSize, options);
-        _checked = (Flags & SlabFlags.ConsistencyChecks) != 0;
-        _randomize = (Flags & SlabFlags.RandomizeFreelist) != 0;
-        _ctor = options.Constructor;
-        _batchCtor = options.BatchConstructor;
-        _dtor = options.Destructor;
-        _batchDtor = options.BatchDestructor;
-        _lifecycle = options.HasConstructor || options.HasDestructor;
-        _minEmptySlabs = _lifecycle ? options.MinEmptySlabs : MaxEmptySlabs;
-        _account = (Flags & SlabFlags.Account) != 0;
-        _hooks = _account ? ObjectHooks.Account : ObjectHooks.None;
-        _typesafeByRcu = (Flags & SlabFlags.TypesafeByRcu) != 0;
-        _layout = ComputeLayout(objectSize, Align, linkOutside: _lifecycle || _typesafeByRcu, _account, out _groupOffset, out _usable);
-        _span = (uint)_layout.Span;
-        SheafCapacity = Sheaf.CapacityFor(_layout.Stride);
-        _barn = new Barn(SheafCapacity, _layout.Stride);
-        _sheafTable = new SheafTable(SheafCapacity);
-        _drainLock = new KLock("sheaf_drain");
-        _listLock = new KLock("list_lock");
-        _sheafReader = PublishSheaves;
-        _sheafTable.AddReader(_sheafReader);
-        _index = SlabCacheRegistry.AddLocked(this);
-        Kmem.Reclaim.EnsureStarted();
-    }
-
-    /// <summary>The sheaf table's reader: every new table array lands here for the fast path.</summary>
-    private void PublishSheaves(Sheaf*[] table) => Volatile.Write(ref _sheaves, table);
-
-    /// <summary>
-    /// The slot layout. A ctor/dtor or TypesafeByRcu cache keeps its free-list link after
-    /// the object, so the object's bytes are never written by the allocator (SLUB's "free
-    /// pointer outside the object" for ctor, RCU and poisoned caches: an RCU reader may
-    /// still be reading a freed object); others keep it in the first word.
-    /// An accounted cache keeps each object's memory-group id after that (the kernel's
-    /// per-object obj_exts entry), at <paramref name="groupOffset"/> (-1 for none).
-    /// <paramref name="usable"/> is what the user may write: up to the first such word.
-    /// Every slab has an allocation bitmap (one bit per object, set while it is off the
-    /// free list), which catches a double free that reaches the slab.
-    /// </summary>
-    private static SlabLayout ComputeLayout(int objectSize, int align, bool linkOutside, bool account, out int groupOffset, out int usable)
-    {
-        int end = SlabLayout.AlignUp(objectSize, sizeof(void*));
-        int linkOffset = 0;
-        int metadata = -1;
-        if (linkOutside)
-        {
-            linkOffset = metadata = end;
-            end += sizeof(void*);
-        }
-        groupOffset = -1;
-        if (account)
-        {
-            groupOffset = end;
-            if (metadata < 0)
-                metadata = end;
-            end += sizeof(void*);
-        }
-        int stride = SlabLayout.AlignUp(Math.Max(end, sizeof(void*)), align);
-        usable = metadata < 0 ? stride : metadata;
-        return SlabLayout.Compute(stride, align, linkOffset, withBitmap: true);
+        Flags = flags;
+        _layout = core.Layout;
+        _index = core.Index;
+        _sheafReader = table => Volatile.Write(ref _sheaves, table);
+        if (core.HandleFastPaths)
+            core.AddSheafReader(_sheafReader);
     }
 
     /// <summary>Creates a cache of objects of <paramref name="objectSize"/> bytes (1 B to 128 KiB).</summary>
@@ -277,36 +85,44 @@ public sealed unsafe partial class SlabCache : IDisposable
         SlabFlags missing = options.Flags & ~implemented;
         if (missing != 0)
             throw new NotSupportedException($"cache '{name}': flags {missing} are not implemented yet");
-        return CreateOrMerge(name, objectSize, options);
+        SlabCacheCore.CreateOrMerge(name, objectSize, options,
+            (core, merged) => new SlabCache(core, merged, name, objectSize, options.Flags), out SlabCache handle);
+        return handle;
     }
 
     /// <summary>Largest object size a cache accepts.</summary>
     public const int MaxObjectSize = 128 * 1024;
 
-    /// <summary>The name given at creation (an alias keeps its own name).</summary>
+    /// <summary>The name given at creation (a merged cache keeps its own name).</summary>
     public string Name { get; }
 
     /// <summary>The object size asked for; every object has at least this many bytes.</summary>
     public int ObjectSize { get; }
 
     /// <summary>Alignment every object has.</summary>
-    public int Align { get; }
+    public int Align => _origin.Align;
 
     /// <summary>The flags given at creation.</summary>
     public SlabFlags Flags { get; }
 
     /// <summary>Objects a per-thread sheaf holds.</summary>
-    public int SheafCapacity { get; }
+    public int SheafCapacity => _origin.SheafCapacity;
 
-    internal int Index => _index;
-
-    internal int Stride => _layout.Stride;
-
-    /// <summary>Bytes of an object its user may use: the object size rounded up, short of the allocator's own words.</summary>
-    internal int UsableSize => _usable;
+    /// <summary>True when the cache has a constructor or a destructor.</summary>
+    public bool HasLifecycle => _origin.HasLifecycle;
 
     /// <summary>True once Dispose has run on this handle.</summary>
-    public bool IsDisposed => _disposed;
+    public bool IsDisposed => _core == null;
+
+    /// <summary>The cache this one is merged into, or null for a cache of its own.</summary>
+    public string? MergedInto => _merged ? _origin.Name : null;
+
+    /// <summary>Names of the caches merged into this one (empty for a merged cache or an unmerged one).</summary>
+    public IReadOnlyList<string> AliasNames => _origin.IsFirstHandle(this) ? _origin.AliasNames : [];
+
+    internal SlabCacheCore Core => _origin;
+
+    internal int Stride => _origin.Stride;
 
     /// <summary>
     /// Allocates one object; false when no memory could be had (page limit, fault, OS)
@@ -316,15 +132,14 @@ public sealed unsafe partial class SlabCache : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAlloc(out void* obj)
     {
-        if (LockValidator.Enabled && _lifecycle)
-            CheckNotInOwnLifecycle();
-        void* p = TryAllocFast();
-        if (p == null)
-            p = AllocSlow(throwOnFailure: false);
-        if (_hooks != 0 && p != null)
-            p = AfterAlloc(p, throwOnFailure: false);
-        obj = p;
-        return p != null;
+        void* p = SheafFastPath.TryPop(_sheaves);
+        if (p != null)
+        {
+            obj = p;
+            return true;
+        }
+        obj = Live().AllocFromHandle(throwOnFailure: false);
+        return obj != null;
     }
 
     /// <summary>Allocates one object: as the constructor (or its last user) left it.</summary>
@@ -333,43 +148,10 @@ public sealed unsafe partial class SlabCache : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc()
     {
-        if (LockValidator.Enabled && _lifecycle)
-            CheckNotInOwnLifecycle();
-        void* p = TryAllocFast();
-        if (p == null)
-            p = AllocSlow(throwOnFailure: true);
-        return _hooks != 0 ? AfterAlloc(p, throwOnFailure: true) : p;
-    }
-
-    /// <summary>
-    /// Fast path: pop from this thread's sheaf. Must not take a lock, use an atomic,
-    /// allocate, or call anything; on any doubt it returns null for the slow path.
-    /// Cost: the TLS id, the table, the sheaf, Busy store, State load, Count, the object
-    /// pointer, two stores (docs/design.md counts the instructions).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void* TryAllocFast()
-    {
-        Sheaf*[] table = _sheaves;
-        uint id = (uint)ThreadSlot.Id;
-        if (id < (uint)table.Length)
-        {
-            Sheaf* s = table[id];
-            if (s != null && Sheaf.TryEnter(s))
-            {
-                // Count is read after TryEnter's acquire load of State, never before.
-                int n = s->Count - 1;
-                if (n >= 0)
-                {
-                    void* p = Sheaf.Objects(s)[n];
-                    s->Count = n;
-                    Sheaf.Exit(s);
-                    return p;
-                }
-                Sheaf.Exit(s);
-            }
-        }
-        return null;
+        void* p = SheafFastPath.TryPop(_sheaves);
+        if (p != null)
+            return p;
+        return Live().AllocFromHandle(throwOnFailure: true);   // the slow path (or the hooks), through the core's door
     }
 
     /// <summary>Frees an object of this cache.</summary>
@@ -383,67 +165,12 @@ public sealed unsafe partial class SlabCache : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(void* obj)
     {
+        // The core's checks (the page map, this cache's slab, an object's start), then the
+        // push; any miss goes to the core, which checks again and reports.
         SlabHeader* slab = PageMap.Lookup(obj);
-        if (slab == null || slab->CacheIndex != _index)
-            ThrowForeignPointer(obj, slab);
-        FreeObject(obj, slab);
-    }
-
-    /// <summary>
-    /// The one free entry (slab_free_hook): every free of an object of this cache comes
-    /// here, whatever door it came in by (Free, Kmalloc.Free, FreeNoLock's deferred frees,
-    /// FreeRcu), with <paramref name="slab"/> from the page map. The boundary check, the
-    /// free hooks, then a push onto this thread's sheaf; no lock, no atomic.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeObject(void* obj, SlabHeader* slab)
-    {
-        CheckObjectStart(obj, slab);
-        if (_hooks != 0)
-            BeforeFree(obj);
-        if (!TryFreeFast(obj))
-            FreeSlow(obj, slab);
-    }
-
-    /// <summary>
-    /// Fast path: push onto this thread's sheaf. Must not take a lock, use an atomic,
-    /// allocate, or call anything; false (full, draining, no sheaf, or
-    /// <paramref name="obj"/> on top already: a double free) for the slow path.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryFreeFast(void* obj)
-    {
-        Sheaf*[] table = _sheaves;
-        uint id = (uint)ThreadSlot.Id;
-        if (id < (uint)table.Length)
-        {
-            Sheaf* s = table[id];
-            if (s != null && Sheaf.TryEnter(s))
-            {
-                int n = s->Count;
-                void** objects = Sheaf.Objects(s);
-                // objects[-1] is the sheaf's null sentinel: the naive double-free check
-                // (SLUB's "object is on top of the freelist") costs one load and no branch on n.
-                if (n < s->Capacity && objects[n - 1] != obj)
-                {
-                    objects[n] = obj;
-                    s->Count = n + 1;
-                    Sheaf.Exit(s);
-                    return true;
-                }
-                Sheaf.Exit(s);
-            }
-        }
-        return false;
-    }
-
-    /// <summary>Throws unless <paramref name="obj"/> is the start of an object slot of <paramref name="slab"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void CheckObjectStart(void* obj, SlabHeader* slab)
-    {
-        uint offset = (uint)((byte*)obj - (byte*)slab - _layout.ObjectOffset);
-        if (offset >= _span || !_layout.IsObjectBoundary(offset))
-            ThrowNotObjectStart(obj, slab);
+        if (slab != null && slab->CacheIndex == _index && _layout.IsObjectStart(obj, slab) && SheafFastPath.TryPush(_sheaves, obj))
+            return;
+        Live(obj).FreeFromHandle(obj);
     }
 
     /// <summary>
@@ -452,9 +179,10 @@ public sealed unsafe partial class SlabCache : IDisposable
     /// </summary>
     public int AllocBulk(Span<nint> objects)
     {
+        SlabCacheCore core = Live();
         for (int i = 0; i < objects.Length; i++)
         {
-            if (!TryAlloc(out void* p))
+            if (!core.TryAlloc(out void* p))
                 return i;
             objects[i] = (nint)p;
         }
@@ -464,28 +192,98 @@ public sealed unsafe partial class SlabCache : IDisposable
     /// <summary>Frees every object of <paramref name="objects"/>; each is checked as by <see cref="Free"/>.</summary>
     public void FreeBulk(ReadOnlySpan<nint> objects)
     {
+        SlabCacheCore core = Live();
         foreach (nint p in objects)
-            Free((void*)p);
+            core.Free((void*)p);
     }
 
-    private static int EffectiveAlign(int objectSize, SlabCacheOptions options)
+    /// <summary>
+    /// Returns every empty slab to the page layer, after draining the objects parked in
+    /// every thread's sheaf (idle and exited threads included) and in the barn; the
+    /// destructor runs on their objects, here, on the calling thread. A TypesafeByRcu cache
+    /// waits here for a grace period first (so never call it inside a read-side section).
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
+    /// <exception cref="Exception">The first exception a destructor threw (a bug in it); every slab was freed regardless.</exception>
+    public void Shrink() => Live().Shrink();
+
+    /// <summary>A snapshot of the cache's counts (shared by merged caches); also after Dispose.</summary>
+    public SlabCacheStatistics GetStatistics() => _origin.GetStatistics();
+
+    /// <summary>
+    /// The figures of this cache's locks (shared by merged caches), in lock order:
+    /// sheaf_drain, barn_lock, list_lock, sheaf_table.
+    /// </summary>
+    public IReadOnlyList<LockStatistics> GetLockStatistics() => _origin.GetLockStatistics();
+
+    /// <summary>
+    /// Destroys the cache (kmem_cache_destroy). Never throws, and a second call does
+    /// nothing. Parked objects are drained, destructors run, and every slab is returned,
+    /// except, when objects are still live, the slabs that hold them: those stay mapped so
+    /// the live pointers stay valid, the leak is reported (<see cref="SlabReports"/>, kind
+    /// <see cref="SlabReportKind.Leak"/>, naming the objects, and
+    /// <see cref="SlabCacheStatistics.LeakedObjects"/>), and their memory is never reused.
+    /// A destructor that throws is reported the same way. Use <see cref="TryDispose"/> to
+    /// refuse instead. After it, every call but statistics throws
+    /// <see cref="ObjectDisposedException"/>; a call racing it either completes first or
+    /// throws that, and nothing is corrupted.
+    /// </summary>
+    /// <remarks>
+    /// A merged cache is destroyed when its last handle is disposed (see
+    /// <see cref="MergedInto"/>); the others only end their own use. It first waits for
+    /// pending <see cref="Kmalloc.FreeRcu"/> frees and <see cref="Kmalloc.FreeNoLock"/>
+    /// deferrals and, for a TypesafeByRcu cache, for a grace period before its slabs'
+    /// memory is returned.
+    /// </remarks>
+    public void Dispose() => Destroy(strict: false, out _);
+
+    /// <summary>
+    /// The strict Dispose: with live objects it disposes nothing, returns false and names
+    /// up to 16 of them in <paramref name="liveObjects"/>, and the cache stays as it was
+    /// (drained, usable). Otherwise as <see cref="Dispose"/> (true; true again when already
+    /// disposed).
+    /// </summary>
+    public bool TryDispose(out IReadOnlyList<nint> liveObjects) => Destroy(strict: true, out liveObjects);
+
+    private bool Destroy(bool strict, out IReadOnlyList<nint> liveObjects)
     {
-        int align = Math.Max(options.Align, sizeof(void*));
-        if ((options.Flags & SlabFlags.HwCacheAlign) != 0)
+        liveObjects = [];
+        if (_core == null)
+            return true;
+        // Objects of this cache may be waiting in Kmalloc.FreeRcu (kvfree_rcu_barrier in
+        // kmem_cache_destroy), or in FreeNoLock's lists. Waited for before slab_mutex: a
+        // callback may take it.
+        if (Rcu.PendingCallbacks != 0 && !Rcu.IsCallbackThread)
+            Rcu.Barrier();
+        DeferredFrees.Drain();
+        bool done;
+        using (SlabCacheRegistry.Lock.Scope())
         {
-            // calculate_alignment(): a cache line, halved while the object fits in half.
-            int line = 64;
-            while (objectSize <= line / 2 && line > sizeof(void*))
-                line /= 2;
-            align = Math.Max(align, line);
+            done = _origin.Release(this, strict, out liveObjects);
+            if (done)
+            {
+                _core = null;
+                _origin.RemoveSheafReader(_sheafReader);   // the fast paths miss from now on
+            }
         }
-        return align;
+        if (SlabReports.HasDeferred)
+            SlabReports.Flush();
+        if (done)
+            Pages.Trim();
+        return done;
     }
 
-    [Conditional("DEBUG")]
-    private void AssertInvariants(SlabHeader* slab)
-    {
-        Debug.Assert(slab->Kind == BlockKind.Slab && slab->CacheIndex == _index, "slab of another cache");
-        Debug.Assert(slab->InUse >= 0 && slab->InUse <= _layout.Objects, "slab in-use count out of range");
-    }
+    /// <summary>The core, or ObjectDisposedException naming this handle. One load and a predicted branch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private SlabCacheCore Live(void* obj = null) => _core ?? ThrowDisposed(obj);
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private SlabCacheCore ThrowDisposed(void* obj) =>
+        throw new ObjectDisposedException(Name, obj == null
+            ? $"cache '{Name}' is disposed"
+            : $"cache '{Name}' is disposed: cannot free 0x{(nint)obj:x}");
+
+    /// <inheritdoc/>
+    public override string ToString() => $"SlabCache '{Name}' ({ObjectSize} B)";
 }

@@ -21,7 +21,7 @@ public static class LifecycleCheck
     public static IReadOnlyList<LifecycleCheckResult> RunAll()
     {
         var results = new List<LifecycleCheckResult>();
-        foreach (SlabCache cache in SlabCacheRegistry.Snapshot())
+        foreach (SlabCacheCore cache in SlabCacheRegistry.Snapshot())
         {
             if (!cache.HasLifecycle)
                 continue;

@@ -61,7 +61,7 @@ public static unsafe partial class Kmalloc
         SlabHeader* h = PageMap.Lookup(p);
         if (h != null && h->Kind == BlockKind.Slab)
         {
-            SlabCache cache = SlabCacheRegistry.Get(h->CacheIndex);
+            SlabCacheCore cache = SlabCacheRegistry.Get(h->CacheIndex);
             if (cache.TryFreeNoLock(p, h))
                 return;
             if (cache.IsChecked && !cache.TryPrecheckFree(p, h) && DeferredFrees.TryPushUnchecked(p))

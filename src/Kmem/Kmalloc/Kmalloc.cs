@@ -23,7 +23,11 @@ public static unsafe partial class Kmalloc
     // The kernel's kmalloc size classes (kmalloc_info[]).
     private static readonly int[] s_sizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
 
-    private static readonly SlabCache[] s_caches = CreateCaches();
+    /// <summary>The kmalloc-N caches' handles (never disposed), smallest first.</summary>
+    private static readonly SlabCache[] s_handles = CreateCaches();
+
+    /// <summary>Their cores, which the fast paths call straight (no handle hop).</summary>
+    private static readonly SlabCacheCore[] s_caches = [.. s_handles.Select(h => h.Core)];
 
     /// <summary>Size class index by (size + 7) / 8, as the kernel's size_index[] table.</summary>
     private static readonly byte[] s_classOf = BuildClassTable();
@@ -32,7 +36,7 @@ public static unsafe partial class Kmalloc
     private static long s_largeCount;
 
     /// <summary>The kmalloc-N caches, smallest first.</summary>
-    public static IReadOnlyList<SlabCache> Caches => s_caches;
+    public static IReadOnlyList<SlabCache> Caches => s_handles;
 
     /// <summary>Bytes of large allocations (above <see cref="MaxCachedSize"/>) live now.</summary>
     public static long LargeBytes => Volatile.Read(ref s_largeBytes);
@@ -64,7 +68,7 @@ public static unsafe partial class Kmalloc
     {
         if (size > MaxCachedSize)
             return AllocLarge(size, throwOnFailure: true, zero: true);
-        SlabCache cache = s_caches[s_classOf[(int)((size + 7) >> 3)]];
+        SlabCacheCore cache = s_caches[s_classOf[(int)((size + 7) >> 3)]];
         void* p = cache.Alloc();
         NativeMemory.Clear(p, (nuint)cache.UsableSize);
         return p;
@@ -113,7 +117,7 @@ public static unsafe partial class Kmalloc
         SlabHeader* h = PageMap.Lookup(p);
         if (h != null && h->Kind == BlockKind.Slab)
         {
-            SlabCache cache = SlabCacheRegistry.Get(h->CacheIndex);
+            SlabCacheCore cache = SlabCacheRegistry.Get(h->CacheIndex);
             cache.CheckObjectStart(p, h);
             return (nuint)cache.UsableSize;
         }

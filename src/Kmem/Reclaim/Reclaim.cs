@@ -210,7 +210,7 @@ public static class Reclaim
         DeferredFrees.Drain();
         if (PageLayer.PageReserve.NeedsRefill)
             PageLayer.PageReserve.Refill();
-        List<SlabCache> caches = SlabCacheRegistry.Snapshot();
+        List<SlabCacheCore> caches = SlabCacheRegistry.Snapshot();
         long budget = DestructorBudget;
         long now = Stopwatch.GetTimestamp();
         bool more = false;
@@ -218,7 +218,7 @@ public static class Reclaim
         int start = caches.Count == 0 ? 0 : s_rotor++ % caches.Count;
         for (int i = 0; i < caches.Count; i++)
         {
-            SlabCache cache = caches[(start + i) % caches.Count];
+            SlabCacheCore cache = caches[(start + i) % caches.Count];
             ReclaimIdleState idle = cache.IdleState;
             ReclaimMode mode = pressure ? ReclaimMode.Trim : ReclaimMode.Excess;
             long activity = cache.Activity;

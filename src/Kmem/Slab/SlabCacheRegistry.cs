@@ -12,20 +12,20 @@ internal static class SlabCacheRegistry
 {
     public static readonly KLock Lock = new("slab_mutex");
 
-    private static SlabCache?[] s_caches = new SlabCache?[64];
+    private static SlabCacheCore?[] s_caches = new SlabCacheCore?[64];
 
     /// <summary>The cache at <paramref name="index"/>; indexes come from slab headers, which outlive no cache.</summary>
-    public static SlabCache Get(int index) => Volatile.Read(ref s_caches)[index]!;
+    public static SlabCacheCore Get(int index) => Volatile.Read(ref s_caches)[index]!;
 
     /// <summary>Registers a new root cache. Caller holds slab_mutex.</summary>
-    public static int AddLocked(SlabCache cache)
+    public static int AddLocked(SlabCacheCore cache)
     {
         System.Diagnostics.Debug.Assert(Lock.IsHeldByCurrentThread, "slab_mutex not held");
         int i = Array.IndexOf(s_caches, null);
         if (i < 0)
         {
             i = s_caches.Length;
-            var grown = new SlabCache?[i * 2];
+            var grown = new SlabCacheCore?[i * 2];
             s_caches.CopyTo(grown, 0);
             Volatile.Write(ref s_caches, grown);
         }
@@ -41,15 +41,15 @@ internal static class SlabCacheRegistry
     }
 
     /// <summary>The live root caches, newest last. Caller holds slab_mutex.</summary>
-    public static IEnumerable<SlabCache> RootsLocked() => s_caches.OfType<SlabCache>();
+    public static IEnumerable<SlabCacheCore> RootsLocked() => s_caches.OfType<SlabCacheCore>();
 
     /// <summary>
     /// The live root caches, in creation-slot order. A cache disposed with live objects
     /// keeps its slot (its leaked slabs still name it) but is not listed.
     /// </summary>
-    public static List<SlabCache> Snapshot()
+    public static List<SlabCacheCore> Snapshot()
     {
         using (Lock.Scope())
-            return [.. s_caches.OfType<SlabCache>().Where(c => !c.IsDisposed)];
+            return [.. s_caches.OfType<SlabCacheCore>().Where(c => !c.IsDisposed)];
     }
 }

@@ -31,10 +31,11 @@ internal readonly unsafe struct SlabLayout
         FreeLinkOffset = freeLinkOffset;
         BitmapOffset = bitmapOffset;
         DivisibleMagic = ulong.MaxValue / (ulong)stride + 1;
+        Span = objects * stride;
     }
 
-    /// <summary>Bytes of the object area: a valid object offset is below this.</summary>
-    public int Span => Objects * Stride;
+    /// <summary>Bytes of the object area (Objects × Stride): a valid object offset is below this.</summary>
+    public readonly int Span;
 
     /// <summary>
     /// Picks the smallest slab (64 KiB .. 1 MiB) whose waste, header included, is at
@@ -76,6 +77,14 @@ internal readonly unsafe struct SlabLayout
     /// <summary>True when <paramref name="offset"/> (below 2^32) is a multiple of the stride.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsObjectBoundary(uint offset) => offset * DivisibleMagic <= DivisibleMagic - 1;
+
+    /// <summary>True when <paramref name="obj"/> is the start of an object slot of <paramref name="slab"/> (one subtract, compare, multiply).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsObjectStart(void* obj, SlabHeader* slab)
+    {
+        uint offset = (uint)((byte*)obj - (byte*)slab - ObjectOffset);
+        return offset < (uint)Span && IsObjectBoundary(offset);
+    }
 
     public static int AlignUp(int value, int align) => (value + align - 1) & ~(align - 1);
 

@@ -4,7 +4,7 @@ using Kmem.Slab;
 namespace Kmem;
 
 /// <summary>Shrink, Dispose, the reclaim thread's work on one cache, and statistics.</summary>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     /// <summary>
     /// Returns every empty slab to the page layer, after draining the objects parked in
@@ -14,15 +14,8 @@ public sealed unsafe partial class SlabCache
     /// </summary>
     /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
     /// <exception cref="Exception">The first exception a destructor threw (a bug in it); every slab was freed regardless.</exception>
-    public void Shrink()
+    internal void Shrink()
     {
-        if (_root != this)
-        {
-            if (_disposed)
-                ThrowDisposed(null);
-            _root.Shrink();
-            return;
-        }
         // Objects FreeNoLock deferred are not on any sheaf yet: free them first.
         DeferredFrees.Drain();
         Exception? failure;
@@ -47,72 +40,11 @@ public sealed unsafe partial class SlabCache
     }
 
     /// <summary>
-    /// Destroys the cache (kmem_cache_destroy). Never throws, and a second call does
-    /// nothing. Parked objects are drained, destructors run, and every slab is returned,
-    /// except, when objects are still live, the slabs that hold them: those stay mapped so
-    /// the live pointers stay valid, the leak is reported (<see cref="SlabReports"/>, kind
-    /// <see cref="SlabReportKind.Leak"/>, naming the objects, and
-    /// <see cref="SlabCacheStatistics.LeakedObjects"/>), and their memory is never reused.
-    /// A destructor that throws is reported the same way. Use <see cref="TryDispose"/> to
-    /// refuse instead. After it, every call but statistics throws
-    /// <see cref="ObjectDisposedException"/>; a call racing it either completes first or
-    /// throws that, and nothing is corrupted.
-    /// </summary>
-    /// <remarks>
-    /// A merged cache is destroyed when its last handle is disposed (see
-    /// <see cref="MergedInto"/>). It first waits for pending <see cref="Kmalloc.FreeRcu"/>
-    /// frees and, for a TypesafeByRcu cache, for a grace period before its slabs' memory is
-    /// returned.
-    /// </remarks>
-    public void Dispose() => Destroy(strict: false, out _);
-
-    /// <summary>
-    /// The strict Dispose: with live objects it disposes nothing, returns false and names
-    /// up to 16 of them in <paramref name="liveObjects"/>, and the cache stays as it was
-    /// (drained, usable). Otherwise as <see cref="Dispose"/> (true; true again when already
-    /// disposed).
-    /// </summary>
-    public bool TryDispose(out IReadOnlyList<nint> liveObjects) => Destroy(strict: true, out liveObjects);
-
-    private bool Destroy(bool strict, out IReadOnlyList<nint> liveObjects)
-    {
-        liveObjects = [];
-        // Objects of this cache may be waiting in Kmalloc.FreeRcu (kvfree_rcu_barrier in
-        // kmem_cache_destroy), or in FreeNoLock's lists. Waited for before slab_mutex: a
-        // callback may take it.
-        if (Rcu.PendingCallbacks != 0 && !Rcu.IsCallbackThread)
-            Rcu.Barrier();
-        DeferredFrees.Drain();
-        bool done = true;
-        using (SlabCacheRegistry.Lock.Scope())
-        {
-            if (_root != this)
-            {
-                done = DisposeAlias(strict, out liveObjects);
-            }
-            else if (_rootHandleLive)
-            {
-                if (_refs == 1)
-                    done = DestroyCore(strict, out liveObjects);
-                if (done)
-                {
-                    _rootHandleLive = false;
-                    _refs--;
-                }
-            }
-        }
-        FlushReports();
-        if (done)
-            Pages.Trim();
-        return done;
-    }
-
-    /// <summary>
     /// Kills the sheaves, frees every slab without live objects, and leaves the rest
     /// mapped and reported. Strict: with live objects, drains only and returns false.
     /// Reports instead of throwing. Caller holds slab_mutex.
     /// </summary>
-    private bool DestroyCore(bool strict, out IReadOnlyList<nint> liveObjects)
+    internal bool DestroyCore(bool strict, out IReadOnlyList<nint> liveObjects)
     {
         liveObjects = [];
         long live;
@@ -230,10 +162,8 @@ public sealed unsafe partial class SlabCache
     internal ReclaimIdleState IdleState { get; } = new();
 
     /// <summary>A snapshot of the cache's counts (its root's, for an alias); also after Dispose.</summary>
-    public SlabCacheStatistics GetStatistics()
+    internal SlabCacheStatistics GetStatistics()
     {
-        if (_root != this)
-            return _root.GetStatistics();
         long cached = _disposed ? 0 : _sheafTable.CachedObjects() + _barn.Objects;
         using (_listLock.Scope())
         {
@@ -261,13 +191,16 @@ public sealed unsafe partial class SlabCache
                 ConstructedFreeObjects: _lifecycle ? total - active : 0,
                 PendingRollbackSlabs: _rollbackCount,
                 SlabsAwaitingGracePeriod: _rcuWaitingCount,
-                Aliases: _aliases.Count,
+                Aliases: Math.Max(0, _handles.Count - 1),
                 DoubleFrees: _doubleFrees,
                 FreeListRepairs: _freeListRepairs,
                 LeakedObjects: Volatile.Read(ref _leakedObjects));
         }
     }
 
-    /// <inheritdoc/>
-    public override string ToString() => $"SlabCache '{Name}' ({ObjectSize} B)";
+    /// <summary>The figures of this cache's locks, in lock order: sheaf_drain, barn_lock, list_lock, sheaf_table.</summary>
+    internal IReadOnlyList<Locking.LockStatistics> GetLockStatistics() =>
+        [_drainLock.GetStatistics(), _barn.Lock.GetStatistics(), _listLock.GetStatistics(), _sheafTable.Lock.GetStatistics()];
+
+    public override string ToString() => $"SlabCacheCore '{Name}' ({ObjectSize} B)";
 }

@@ -5,7 +5,7 @@ using Kmem.Slab;
 namespace Kmem;
 
 /// <summary>Reports of misuse. Cold and out of line, so the fast paths stay small.</summary>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

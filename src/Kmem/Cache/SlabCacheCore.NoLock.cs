@@ -19,7 +19,7 @@ namespace Kmem;
 /// Then the caller tries the next bucket. A lock this thread already holds counts as busy
 /// for the same reason; any other lock is only try-locked.
 /// </remarks>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     /// <summary>
     /// One object without waiting, or null; <paramref name="busy"/> says this thread is
@@ -28,7 +28,7 @@ public sealed unsafe partial class SlabCache
     /// </summary>
     internal void* TryAllocNoLock(out bool busy)
     {
-        Debug.Assert(!_lifecycle && !_account && !_checked && _root == this, "AllocNoLock is for plain caches");
+        Debug.Assert(!_lifecycle && !_account && !_checked, "AllocNoLock is for plain caches");
         busy = ThreadSheafIsBusy();
         if (busy)
             return null;

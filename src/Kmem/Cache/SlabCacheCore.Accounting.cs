@@ -11,7 +11,7 @@ namespace Kmem;
 /// door frees it. The group's id is kept after the object, past <see cref="UsableSize"/>,
 /// where the object's user does not write.
 /// </summary>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     /// <summary>The allocation exit's hooks. Over a group limit the object goes back and the allocation fails.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -9,7 +9,7 @@ using Kmem.Slab;
 namespace Kmem;
 
 /// <summary>Slabs: creation, the partial and full lists, and returning slabs to pages. All under list_lock.</summary>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     /// <summary>
     /// Empty slabs a cache without constructor or destructor keeps on the partial list for

@@ -17,7 +17,7 @@ namespace Kmem;
 /// inside Shrink/Dispose, never in Free. So over a cache's life
 /// DestructorCalls == ConstructorCalls - ConstructorFailures once every slab is gone.
 /// </remarks>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     /// <summary>True when the cache has a constructor or a destructor.</summary>
     public bool HasLifecycle => _lifecycle;

@@ -10,7 +10,7 @@ namespace Kmem;
 /// object, so every double free is caught and thrown at its caller, and a corrupted
 /// free list is repaired before anything is handed out (as in every cache).
 /// </summary>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     private void* CheckedAlloc(bool throwOnFailure)
     {

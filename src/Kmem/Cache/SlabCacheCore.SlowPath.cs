@@ -6,7 +6,7 @@ using Kmem.Slab;
 namespace Kmem;
 
 /// <summary>The slow paths: sheaf refill and flush through the barn and the partial slabs.</summary>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void* AllocSlow(bool throwOnFailure)
@@ -14,8 +14,6 @@ public sealed unsafe partial class SlabCache
         if (_disposed)
             ThrowDisposed(null);
         AsNormalContext();
-        if (_root != this)
-            return _root.AllocSlow(throwOnFailure);
         _activity++;
         if (_lifecycle)
             CheckNotInOwnLifecycle();
@@ -97,11 +95,6 @@ public sealed unsafe partial class SlabCache
         if (_disposed)
             ThrowDisposed(obj);
         AsNormalContext();
-        if (_root != this)
-        {
-            _root.FreeSlow(obj, slab);
-            return;
-        }
         _activity++;
         if (_checked)
         {

@@ -18,7 +18,7 @@ namespace Kmem;
 /// holding sheaf_drain, which no reader may take) and free them. The seed's
 /// synchronize_kernel() in kmem_cache_destroy is that wait.
 /// </remarks>
-public sealed unsafe partial class SlabCache
+internal sealed unsafe partial class SlabCacheCore
 {
     /// <summary>The callback a deferral queues: a static delegate, so deferring allocates nothing.</summary>
     private static readonly Action s_kickReclaim = Kmem.Reclaim.Kick;
