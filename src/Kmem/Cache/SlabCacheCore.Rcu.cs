@@ -50,7 +50,7 @@ internal sealed unsafe partial class SlabCacheCore
             _rcuWaitingTail = last;
             _rcuWaitingCount += n;
         }
-        Rcu.Enqueue(new RcuWork(s_kickReclaim, 0));
+        Rcu.Enqueue(new RcuWork(s_kickReclaim));
         return n;
     }
 

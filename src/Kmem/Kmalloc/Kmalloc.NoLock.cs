@@ -69,7 +69,7 @@ public static unsafe partial class Kmalloc
             DeferredFrees.Push(p, cache.FreeLinkOffset, cache.Name);
             return;
         }
-        CheckLarge(p, h);
+        LargeBlocks.Check(p, h);
         DeferredFrees.Push(p, 0, "kmalloc");   // unmapping may take page_cache or call the OS
     }
 

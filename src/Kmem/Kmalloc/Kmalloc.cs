@@ -32,17 +32,15 @@ public static unsafe partial class Kmalloc
     /// <summary>Size class index by (size + 7) / 8, as the kernel's size_index[] table.</summary>
     private static readonly byte[] s_classOf = BuildClassTable();
 
-    private static long s_largeBytes;
-    private static long s_largeCount;
 
     /// <summary>The kmalloc-N caches, smallest first.</summary>
     public static IReadOnlyList<SlabCache> Caches => s_handles;
 
     /// <summary>Bytes of large allocations (above <see cref="MaxCachedSize"/>) live now.</summary>
-    public static long LargeBytes => Volatile.Read(ref s_largeBytes);
+    public static long LargeBytes => LargeBlocks.Bytes;
 
     /// <summary>Large allocations live now.</summary>
-    public static long LargeAllocations => Volatile.Read(ref s_largeCount);
+    public static long LargeAllocations => LargeBlocks.Count;
 
     /// <summary>Allocates <paramref name="size"/> bytes (0 gives a unique minimal object).</summary>
     /// <exception cref="SlabAllocationException">No memory could be had.</exception>
@@ -87,7 +85,7 @@ public static unsafe partial class Kmalloc
             SlabCacheRegistry.Get(h->CacheIndex).FreeObject(p, h);
             return;
         }
-        FreeLarge(p, h);
+        LargeBlocks.Free(p, h);
     }
 
     /// <summary>
@@ -105,8 +103,8 @@ public static unsafe partial class Kmalloc
         if (h != null && h->Kind == BlockKind.Slab)
             SlabCacheRegistry.Get(h->CacheIndex).CheckObjectStart(p, h);
         else
-            CheckLarge(p, h);
-        Rcu.Enqueue(new RcuWork(null, (nint)p));
+            LargeBlocks.Check(p, h);
+        Rcu.Enqueue(new RcuWork(&FreeAfterGracePeriod, (nint)p));
     }
 
     /// <summary>Bytes usable at <paramref name="p"/> (at least what was asked; ksize). 0 for null.</summary>
@@ -121,7 +119,7 @@ public static unsafe partial class Kmalloc
             cache.CheckObjectStart(p, h);
             return (nuint)cache.UsableSize;
         }
-        return CheckLarge(p, h)->LargeSize;
+        return LargeBlocks.Check(p, h)->LargeSize;
     }
 
     /// <summary>
@@ -148,71 +146,27 @@ public static unsafe partial class Kmalloc
     }
 
     /// <summary>
-    /// Largest size any allocation can be: a quarter of the 47-bit user address space.
-    /// Larger sizes (a negative length cast to nuint, a wrapped sum) fail with
-    /// <see cref="AllocationFailure.TooLarge"/> before any rounding could wrap.
+    /// Largest size any allocation can be (2^45 bytes): larger sizes, such as a negative
+    /// length cast to nuint, fail with <see cref="AllocationFailure.TooLarge"/>.
     /// </summary>
-    public const ulong MaxAllocationSize = 1UL << 45;
+    public const ulong MaxAllocationSize = LargeBlocks.MaxSize;
 
     private static void* AllocLarge(nuint size, bool throwOnFailure, bool zero)
     {
-        if (size > MaxAllocationSize)
-        {
-            if (throwOnFailure)
-                throw new SlabAllocationException("kmalloc-large", AllocationFailure.TooLarge, size);
-            return null;
-        }
-        nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
-        void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal, out bool zeroed);
-        if (block == null && refusal == Pages.Refusal.Limit)
+        void* block = LargeBlocks.TryAlloc(size, zero, out AllocationFailure failure);
+        if (block == null && failure == AllocationFailure.PageLimit)
         {
             // As a slab allocation does: let the reclaim thread free what it can, once.
             Reclaim.WaitForPressurePass();
-            block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out refusal, out zeroed);
+            block = LargeBlocks.TryAlloc(size, zero, out failure);
         }
-        if (block == null)
-        {
-            if (throwOnFailure)
-                throw new SlabAllocationException("kmalloc-large", Pages.ToFailure(refusal), size);
-            return null;
-        }
-        if (zero && !zeroed)
-            NativeMemory.Clear(block, rounded);   // a reused block; fresh mappings are zero already
-        var h = (SlabHeader*)NativeMemory.AllocZeroed((nuint)sizeof(SlabHeader));
-        h->Kind = BlockKind.Large;
-        h->CacheIndex = -1;
-        h->Block = (byte*)block;
-        h->BlockSize = rounded;
-        h->LargeSize = rounded;
-        PageMap.Set(block, rounded, h);
-        Interlocked.Add(ref s_largeBytes, (long)rounded);
-        Interlocked.Increment(ref s_largeCount);
+        if (block == null && throwOnFailure)
+            throw new SlabAllocationException("kmalloc-large", failure, size);
         return block;
     }
 
-    private static void FreeLarge(void* p, SlabHeader* h)
-    {
-        CheckLarge(p, h);
-        PageMap.Clear(h->Block, h->BlockSize);
-        Pages.FreeBlock(h->Block, h->BlockSize);
-        Interlocked.Add(ref s_largeBytes, -(long)h->BlockSize);
-        Interlocked.Decrement(ref s_largeCount);
-        NativeMemory.Free(h);
-    }
-
-    private static SlabHeader* CheckLarge(void* p, SlabHeader* h)
-    {
-        // A block smaller than its 64 KiB granule leaves the rest of the granule mapped to
-        // it in the page map: an address past the block's end is not ours.
-        if (h == null || (byte*)p >= h->Block + h->BlockSize)
-            ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not held by any slab of this allocator (never allocated, already freed, or foreign memory)");
-        if (p != h->Block)
-            ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not the start of an allocation: it points {(byte*)p - h->Block} bytes into the large allocation at 0x{(nint)h->Block:x}");
-        return h;
-    }
-
-    [DoesNotReturn]
-    private static void ThrowUsage(void* p, string message) => throw new SlabUsageException("kmalloc", (nint)p, message);
+    /// <summary>The RCU callback of <see cref="FreeRcu"/>: a function pointer, so queuing allocates nothing and the RCU layer does not call up into Kmalloc.</summary>
+    private static void FreeAfterGracePeriod(nint p) => Free((void*)p);
 
     private static SlabCache[] CreateCaches()
     {

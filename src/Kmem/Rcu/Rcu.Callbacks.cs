@@ -42,7 +42,7 @@ public static partial class Rcu
     public static void Call(Action callback)
     {
         ArgumentNullException.ThrowIfNull(callback);
-        Enqueue(new RcuWork(callback, 0));
+        Enqueue(new RcuWork(callback));
     }
 
     /// <summary>
@@ -58,7 +58,7 @@ public static partial class Rcu
         if (Volatile.Read(ref s_invoked) == Volatile.Read(ref s_queued))
             return;
         using var done = new ManualResetEventSlim(false);
-        Enqueue(new RcuWork(done.Set, 0));
+        Enqueue(new RcuWork(done.Set));
         done.Wait();
     }
 
@@ -138,7 +138,7 @@ public static partial class Rcu
             if (work.Action != null)
                 work.Action();
             else
-                Kmalloc.Free((void*)work.Pointer);
+                work.Function(work.Argument);
         }
         catch (Exception e)
         {

@@ -10,7 +10,8 @@ namespace Kmem;
 /// list per CPU (as the seed's review preferred to one per cache), pushed with a
 /// compare-and-swap, taken whole with an exchange, so there is no pop and no ABA. Drained
 /// by later normal slow paths of any cache and by the reclaim thread, which free each
-/// object with <see cref="Kmalloc.Free"/>.
+/// object through its cache's one free entry (or a large block through
+/// <see cref="LargeBlocks"/>). In the cache layer, below Kmalloc, which only queues.
 /// </summary>
 /// <remarks>
 /// The link is written where the object's cache keeps its free-list link (after the
@@ -162,12 +163,16 @@ internal static unsafe class DeferredFrees
         }
     }
 
-    /// <summary>Frees through the one free entry (Kmalloc.Free goes to the object's cache, or to the large-block path).</summary>
+    /// <summary>Frees through the object's cache's one free entry, or the large-block path.</summary>
     private static void FreeOne(nint p)
     {
         try
         {
-            Kmalloc.Free((void*)p);
+            SlabHeader* h = PageMap.Lookup((void*)p);
+            if (h != null && h->Kind == BlockKind.Slab)
+                SlabCacheRegistry.Get(h->CacheIndex).FreeObject((void*)p, h);
+            else
+                LargeBlocks.Free((void*)p, h);
         }
         catch (Exception e)
         {

@@ -1,0 +1,90 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.InteropServices;
+using Kmem.PageLayer;
+
+namespace Kmem.Slab;
+
+/// <summary>
+/// Allocations too large for a size class (the kernel's kmalloc_large): page-rounded,
+/// granule-aligned blocks straight from the page layer, each with a separate
+/// <see cref="SlabHeader"/> of kind <see cref="BlockKind.Large"/> in the page map.
+/// Below the caches, so every free door (Kmalloc.Free, the deferred frees, RCU) reaches
+/// it without going up through Kmalloc.
+/// </summary>
+internal static unsafe class LargeBlocks
+{
+    /// <summary>
+    /// Largest size any allocation can be: a quarter of the 47-bit user address space.
+    /// Larger sizes (a negative length cast to nuint, a wrapped sum) are refused before any
+    /// rounding could wrap.
+    /// </summary>
+    public const ulong MaxSize = 1UL << 45;
+
+    private static long s_bytes;
+    private static long s_count;
+
+    /// <summary>Bytes of large blocks live now.</summary>
+    public static long Bytes => Volatile.Read(ref s_bytes);
+
+    /// <summary>Large blocks live now.</summary>
+    public static long Count => Volatile.Read(ref s_count);
+
+    /// <summary>A block of at least <paramref name="size"/> bytes, or null with the reason. Takes no lock but the page layer's.</summary>
+    public static void* TryAlloc(nuint size, bool zero, out AllocationFailure failure)
+    {
+        if (size > MaxSize)
+        {
+            failure = AllocationFailure.TooLarge;
+            return null;
+        }
+        nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
+        void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal, out bool zeroed);
+        if (block == null)
+        {
+            failure = Pages.ToFailure(refusal);
+            return null;
+        }
+        failure = default;
+        if (zero && !zeroed)
+            NativeMemory.Clear(block, rounded);   // a reused block; fresh mappings are zero already
+        var h = (SlabHeader*)NativeMemory.AllocZeroed((nuint)sizeof(SlabHeader));
+        h->Kind = BlockKind.Large;
+        h->CacheIndex = -1;
+        h->Block = (byte*)block;
+        h->BlockSize = rounded;
+        h->LargeSize = rounded;
+        PageMap.Set(block, rounded, h);
+        Interlocked.Add(ref s_bytes, (long)rounded);
+        Interlocked.Increment(ref s_count);
+        return block;
+    }
+
+    /// <summary>Frees the large block at <paramref name="p"/> (<paramref name="h"/> from the page map), after <see cref="Check"/>.</summary>
+    public static void Free(void* p, SlabHeader* h)
+    {
+        Check(p, h);
+        PageMap.Clear(h->Block, h->BlockSize);
+        Pages.FreeBlock(h->Block, h->BlockSize);
+        Interlocked.Add(ref s_bytes, -(long)h->BlockSize);
+        Interlocked.Decrement(ref s_count);
+        NativeMemory.Free(h);
+    }
+
+    /// <summary>
+    /// Throws <see cref="SlabUsageException"/> unless <paramref name="p"/> is the start of
+    /// the large block <paramref name="h"/> (which may be null: nothing is there).
+    /// </summary>
+    public static SlabHeader* Check(void* p, SlabHeader* h)
+    {
+        // A block smaller than its 64 KiB granule leaves the rest of the granule mapped to
+        // it in the page map: an address past the block's end is not ours.
+        if (h == null || (byte*)p >= h->Block + h->BlockSize)
+            ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not held by any slab of this allocator (never allocated, already freed, or foreign memory)");
+        if (p != h->Block)
+            ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not the start of an allocation: it points {(byte*)p - h->Block} bytes into the large allocation at 0x{(nint)h->Block:x}");
+        return h;
+    }
+
+    [DoesNotReturn]
+    private static void ThrowUsage(void* p, string message) => throw new SlabUsageException("kmalloc", (nint)p, message);
+}
