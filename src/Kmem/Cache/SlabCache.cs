@@ -279,10 +279,7 @@ public sealed unsafe class SlabCache : IDisposable
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private SlabCacheCore ThrowDisposed(void* obj) =>
-        throw new ObjectDisposedException(Name, obj == null
-            ? $"cache '{Name}' is disposed"
-            : $"cache '{Name}' is disposed: cannot free 0x{(nint)obj:x}");
+    private SlabCacheCore ThrowDisposed(void* obj) => throw SlabCacheCore.Disposed(Name, obj);
 
     /// <inheritdoc/>
     public override string ToString() => $"SlabCache '{Name}' ({ObjectSize} B)";

@@ -28,18 +28,8 @@ internal sealed unsafe partial class SlabCacheCore
             FlushReports();
             if (got == 1)
                 return o;
-            SlabHeader* fresh = NewSlab(out AllocationFailure failure, out Exception? thrown);
-            if (fresh == null)
-            {
-                if (failure == AllocationFailure.PageLimit && !waited)
-                {
-                    waited = true;
-                    Kmem.Reclaim.WaitForPressurePass();
-                    continue;
-                }
-                return Fail(failure, thrown, throwOnFailure);
-            }
-            AddNewSlab(fresh);
+            if (!Grow(ref waited, throwOnFailure, out void* failed))
+                return failed;
         }
     }
 

@@ -26,7 +26,7 @@ internal sealed unsafe partial class SlabCacheCore
     private void ThrowNotObjectStart(void* obj, SlabHeader* slab)
     {
         long offset = (byte*)obj - (byte*)slab - _layout.ObjectOffset;
-        string where = offset < 0 || offset >= _span
+        string where = offset < 0 || offset >= (uint)_layout.Span
             ? "the slab's header or tail, not an object"
             : $"{offset % _layout.Stride} bytes into object 0x{(nint)((byte*)obj - offset % _layout.Stride):x}";
         throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': 0x{(nint)obj:x} is not the start of an object: it points into {where}");
@@ -34,10 +34,13 @@ internal sealed unsafe partial class SlabCacheCore
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowDisposed(void* obj) =>
-        throw new ObjectDisposedException(Name, obj == null
-            ? $"cache '{Name}' is disposed"
-            : $"cache '{Name}' is disposed: cannot free 0x{(nint)obj:x}");
+    private void ThrowDisposed(void* obj) => throw Disposed(Name, obj);
+
+    /// <summary>The one form of the use-after-Dispose error, for the core and its handles.</summary>
+    internal static ObjectDisposedException Disposed(string name, void* obj) =>
+        new(name, obj == null
+            ? $"cache '{name}' is disposed"
+            : $"cache '{name}' is disposed: cannot free 0x{(nint)obj:x}");
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -87,17 +87,8 @@ internal sealed unsafe partial class SlabCacheCore
         return TryFreeFast(obj);
     }
 
-    /// <summary>
-    /// This thread's sheaf of this cache is Busy: the caller re-entered the allocator from
-    /// inside this cache's fast or slow path (local_lock_is_locked). The fast paths must
-    /// then not run: they would set and clear Busy under the outer frame.
-    /// </summary>
-    private bool ThreadSheafIsBusy()
-    {
-        Sheaf*[] table = _sheaves;
-        uint id = (uint)ThreadSlot.Id;
-        return id < (uint)table.Length && table[id] != null && table[id]->Busy != 0;
-    }
+    /// <summary>This thread is inside this cache already (<see cref="SheafFastPath.IsBusy"/>).</summary>
+    private bool ThreadSheafIsBusy() => SheafFastPath.IsBusy(_sheaves);
 
     /// <summary>
     /// ConsistencyChecks caches, before their object is deferred: if list_lock can be had

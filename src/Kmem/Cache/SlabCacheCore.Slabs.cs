@@ -201,7 +201,7 @@ internal sealed unsafe partial class SlabCacheCore
         for (void* o = slab->Freelist; o != null; o = *LinkOf(o))
         {
             uint offset = (uint)((byte*)o - (byte*)slab - _layout.ObjectOffset);
-            Debug.Assert(offset < _span && _layout.IsObjectBoundary(offset), $"cache '{Name}': free list of a slab being freed leaves the slab");
+            Debug.Assert(offset < (uint)_layout.Span && _layout.IsObjectBoundary(offset), $"cache '{Name}': free list of a slab being freed leaves the slab");
             Debug.Assert(++n <= _layout.Objects, $"cache '{Name}': free list of a slab being freed is longer than the slab (a cycle: double free)");
         }
         Debug.Assert(n == _layout.Objects, $"cache '{Name}': slab freed with {_layout.Objects - n} object(s) off its free list");
@@ -236,7 +236,7 @@ internal sealed unsafe partial class SlabCacheCore
             {
                 uint offset = (uint)((byte*)o - (byte*)slab - _layout.ObjectOffset);
                 int index = (int)(offset / (uint)_layout.Stride);
-                if (offset >= _span || !_layout.IsObjectBoundary(offset) || (bitmap[index >> 6] & (1UL << index)) != 0)
+                if (offset >= (uint)_layout.Span || !_layout.IsObjectBoundary(offset) || (bitmap[index >> 6] & (1UL << index)) != 0)
                 {
                     o = RepairFreeList(slab, o, taken);
                     continue;

@@ -40,21 +40,35 @@ internal sealed unsafe partial class SlabCacheCore
             }
             if (p != null)
                 return p;
-
             // Nothing free anywhere: map a new slab, holding no lock and no Busy.
-            SlabHeader* slab = NewSlab(out AllocationFailure failure, out Exception? thrown);
-            if (slab == null)
-            {
-                if (failure == AllocationFailure.PageLimit && !waited)
-                {
-                    waited = true;
-                    Kmem.Reclaim.WaitForPressurePass();
-                    continue;
-                }
-                return Fail(failure, thrown, throwOnFailure);
-            }
-            AddNewSlab(slab);
+            if (!Grow(ref waited, throwOnFailure, out void* failed))
+                return failed;
         }
+    }
+
+    /// <summary>
+    /// Maps, constructs and publishes a new slab, for an allocation that found nothing
+    /// free. At the page limit the first time, waits (bounded) for a reclaim pass instead,
+    /// and the caller retries. False when the allocation fails, with its result (null, or
+    /// a throw) already made by <see cref="Fail"/> in <paramref name="failed"/>.
+    /// </summary>
+    private bool Grow(ref bool waited, bool throwOnFailure, out void* failed)
+    {
+        failed = null;
+        SlabHeader* slab = NewSlab(out AllocationFailure failure, out Exception? thrown);
+        if (slab != null)
+        {
+            AddNewSlab(slab);
+            return true;
+        }
+        if (failure == AllocationFailure.PageLimit && !waited)
+        {
+            waited = true;
+            Kmem.Reclaim.WaitForPressurePass();
+            return true;
+        }
+        failed = Fail(failure, thrown, throwOnFailure);
+        return false;
     }
 
     /// <summary>

@@ -86,8 +86,6 @@ internal sealed unsafe partial class SlabCacheCore
     private readonly SlabLayout _layout;
     /// <summary>This cache's slot in <see cref="SlabCacheRegistry"/>, stored in every slab header.</summary>
     private readonly int _index;
-    /// <summary>Bytes of the object area: an object's offset from the first object is below it.</summary>
-    private readonly uint _span;
     /// <summary>Bytes of an object its user may use (<see cref="Kmalloc.UsableSize"/>): the stride up to the first metadata word.</summary>
     private readonly int _usable;
     /// <summary>Hooks on the one allocation exit and the one free entry: nonzero only when one is on (Account today).</summary>
@@ -123,10 +121,11 @@ internal sealed unsafe partial class SlabCacheCore
     /// <summary>The live handles: the one that created the cache first, then its aliases. The last one's Dispose destroys the cache.</summary>
     private readonly List<SlabCache> _handles = [];
 
-    // ---- sheaf_drain: set under it, and under list_lock; read anywhere ----
+    // ---- sheaf_drain: set under it; read anywhere ----
     /// <summary>
-    /// True from the moment Dispose begins killing the sheaves. Every slow path tests it
-    /// first, and again under list_lock where it touches the lists without a sheaf.
+    /// True from the moment Dispose begins killing the sheaves, which is before Dispose's
+    /// list_lock section: every list_lock holder after that section sees it. Every slow path
+    /// tests it first, and again under list_lock where it touches the lists without a sheaf.
     /// </summary>
     private volatile bool _disposed;
 
@@ -196,7 +195,6 @@ internal sealed unsafe partial class SlabCacheCore
         _hooks = _account ? ObjectHooks.Account : ObjectHooks.None;
         _typesafeByRcu = (Flags & SlabFlags.TypesafeByRcu) != 0;
         _layout = ComputeLayout(objectSize, Align, linkOutside: _lifecycle || _typesafeByRcu, _account, out _groupOffset, out _usable);
-        _span = (uint)_layout.Span;
         SheafCapacity = Sheaf.CapacityFor(_layout.Stride);
         _barn = new Barn(SheafCapacity, _layout.Stride);
         _sheafTable = new SheafTable(SheafCapacity);

@@ -32,7 +32,6 @@ public static unsafe partial class Kmalloc
     /// <summary>Size class index by (size + 7) / 8, as the kernel's size_index[] table.</summary>
     private static readonly byte[] s_classOf = BuildClassTable();
 
-
     /// <summary>The kmalloc-N caches, smallest first.</summary>
     public static IReadOnlyList<SlabCache> Caches => s_handles;
 

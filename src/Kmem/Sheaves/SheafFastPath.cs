@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 namespace Kmem.Sheaves;
 
 /// <summary>
-/// The owner's fast paths over a sheaf table, shared by a cache's core and its handles
+/// The owner's fast paths over a sheaf table and its busy test, shared by a cache's core and its handles
 /// (each reads the table from a field of its own, so a call pays no hop between them).
 /// They must not take a lock, use an atomic, allocate, or call anything; on any doubt
 /// they fail, for the slow path. What they cost: the TLS slot id, the table's length and
@@ -65,5 +65,17 @@ internal static unsafe class SheafFastPath
             }
         }
         return false;
+    }
+
+    /// <summary>
+    /// The busy test (seed 003's local_lock_is_locked): the calling thread's sheaf is Busy,
+    /// so this call re-entered the allocator from inside that cache's fast or slow path. A
+    /// sheaf is Busy only for its own thread, so no other thread can make this true. The
+    /// fast paths must then not run: they would set and clear Busy under the outer frame.
+    /// </summary>
+    public static bool IsBusy(Sheaf*[] table)
+    {
+        uint id = (uint)ThreadSlot.Id;
+        return id < (uint)table.Length && table[id] != null && table[id]->Busy != 0;
     }
 }
