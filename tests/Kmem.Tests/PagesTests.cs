@@ -55,6 +55,36 @@ public unsafe class FaultInjectionTests
 public unsafe class PageLimitTests
 {
     [Fact]
+    public void A_retry_after_a_failed_constructor_succeeds_under_a_limit_of_one_slab()
+    {
+        int calls = 0;
+        bool fail = true;
+        using var cache = SlabCache.Create("ctor-retry-limited", 256, new SlabCacheOptions
+        {
+            Constructor = _ => !(fail && ++calls == 10),   // the tenth object of the first slab fails
+            Destructor = _ => { },
+        });
+        long slab = cache.GetStatistics().SlabSize;
+        try
+        {
+            Pages.Trim();
+            Pages.Limit = Pages.BytesHeld + slab;   // room for exactly one slab
+            Assert.False(cache.TryAlloc(out _));
+            Assert.Equal(0, cache.GetStatistics().BytesHeld);   // given back before TryAlloc returned
+            fail = false;
+            Assert.True(cache.TryAlloc(out void* p), "the rolled-back slab still counts against the limit");
+            cache.Free(p);
+        }
+        finally
+        {
+            Pages.Limit = 0;
+        }
+        SlabCacheStatistics s = cache.GetStatistics();
+        Assert.Equal(1, s.ConstructorFailures);
+        Assert.Equal(9, s.DestructorCalls);   // the nine built before the failure
+    }
+
+    [Fact]
     public void Allocation_past_the_limit_fails_and_nothing_held_is_lost()
     {
         using var cache = SlabCache.Create("limited", 1024, TestOptions.Unmerged);

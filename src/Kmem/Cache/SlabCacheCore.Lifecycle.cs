@@ -28,7 +28,6 @@ internal sealed unsafe partial class SlabCacheCore
             using (_listLock.Scope())
             {
                 UnlinkEmpties(keep: 0, long.MaxValue, ref release);
-                TakeRollbacks(long.MaxValue, ref release);
                 TakeGracePeriodSlabs(all: true, ref release);
             }
             failure = FreeSlabsAfterGracePeriod(release, SlabFreedBy.Shrink);
@@ -77,7 +76,6 @@ internal sealed unsafe partial class SlabCacheCore
                 live = _objectsOut;
                 named = live != 0 ? LiveObjects(16) : [];
                 UnlinkEmpties(keep: 0, long.MaxValue, ref release);
-                TakeRollbacks(long.MaxValue, ref release);
                 TakeGracePeriodSlabs(all: true, ref release);
             }
             failure = FreeSlabsAfterGracePeriod(release, SlabFreedBy.Shrink);
@@ -107,8 +105,8 @@ internal sealed unsafe partial class SlabCacheCore
     }
 
     /// <summary>
-    /// The reclaim thread's work on this cache: slabs of failed construction, then empty
-    /// slabs beyond the reserve (<see cref="ReclaimMode.Excess"/>), or every parked object
+    /// The reclaim thread's work on this cache: empty slabs beyond the reserve and slabs
+    /// whose grace period ended (<see cref="ReclaimMode.Excess"/>), or every parked object
     /// and every empty slab (<see cref="ReclaimMode.Trim"/>). Destructor calls are charged
     /// to <paramref name="budget"/>; returns true when work is left for another pass.
     /// </summary>
@@ -116,7 +114,7 @@ internal sealed unsafe partial class SlabCacheCore
     {
         failure = null;
         freedSlabs = 0;
-        if (mode == ReclaimMode.Excess && Volatile.Read(ref _rollbackCount) == 0
+        if (mode == ReclaimMode.Excess
             && (!_lifecycle || Volatile.Read(ref _emptyCount) <= _minEmptySlabs)
             && Volatile.Read(ref _rcuWaitingCount) == 0)
             return false;
@@ -136,9 +134,8 @@ internal sealed unsafe partial class SlabCacheCore
             SlabHeader* ripe = null;
             using (_listLock.Scope())
             {
-                long taken = TakeRollbacks(maxSlabs, ref release);
-                UnlinkEmpties(keep, maxSlabs - taken, ref release);
-                more = _rollback != null || (_emptyCount > keep && (_lifecycle || mode == ReclaimMode.Trim));
+                UnlinkEmpties(keep, maxSlabs, ref release);
+                more = _emptyCount > keep && (_lifecycle || mode == ReclaimMode.Trim);
                 TakeGracePeriodSlabs(all: false, ref ripe);
             }
             // Counts the slabs the drain emptied as well: all of them are this pass's work.
@@ -173,7 +170,7 @@ internal sealed unsafe partial class SlabCacheCore
                 ActiveObjects: active,
                 TotalObjects: total,
                 Slabs: _slabCount,
-                BytesHeld: (_slabCount + _rollbackCount + _rcuWaitingCount) * _layout.SlabSize,
+                BytesHeld: (_slabCount + _rcuWaitingCount) * _layout.SlabSize,
                 ConstructorCalls: Volatile.Read(ref _ctorCalls),
                 ConstructorFailures: Volatile.Read(ref _ctorFailures),
                 DestructorCalls: Volatile.Read(ref _dtorCalls),
@@ -189,7 +186,6 @@ internal sealed unsafe partial class SlabCacheCore
                 SlabsFreedByReclaim: Volatile.Read(ref _slabsFreedByReclaim),
                 SlabsFreedByShrink: Volatile.Read(ref _slabsFreedByShrink),
                 ConstructedFreeObjects: _lifecycle ? total - active : 0,
-                PendingRollbackSlabs: _rollbackCount,
                 SlabsAwaitingGracePeriod: _rcuWaitingCount,
                 Aliases: Math.Max(0, _handles.Count - 1),
                 DoubleFrees: _doubleFrees,

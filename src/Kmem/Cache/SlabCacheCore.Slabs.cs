@@ -24,8 +24,13 @@ internal sealed unsafe partial class SlabCacheCore
     /// <summary>
     /// Maps and formats a new slab, off every list, and constructs its objects. Takes no
     /// lock: the page layer has none, and nobody else can see the slab until
-    /// <see cref="AddNewSlab"/>. On a constructor failure the slab goes to the reclaim
-    /// thread, which destructs what was built and frees it; null is returned.
+    /// <see cref="AddNewSlab"/>. On a constructor failure the objects built are destructed
+    /// and the slab is freed here, before null is returned (the RFC's error path, which
+    /// calls __free_slab before failing): the memory and what the constructed objects own
+    /// (per-CPU areas, charges) are back before the allocation fails, so a retry under a
+    /// limit can succeed. Safe in this thread because the constructor just ran in it with
+    /// no allocator lock held; the destructor runs under this cache's sheaf_drain in its
+    /// leaf-only region, as on the reclaim thread.
     /// </summary>
     private SlabHeader* NewSlab(out AllocationFailure failure, out Exception? thrown)
     {
@@ -43,13 +48,7 @@ internal sealed unsafe partial class SlabCacheCore
         if (slab->Constructed < _layout.Objects || thrown != null)
         {
             failure = AllocationFailure.ConstructorFailed;
-            using (_listLock.Scope())
-            {
-                slab->Next = _rollback;
-                _rollback = slab;
-                _rollbackCount++;
-            }
-            Kmem.Reclaim.Kick();
+            DiscardUnpublished(slab);
             return null;
         }
         return slab;
@@ -121,10 +120,26 @@ internal sealed unsafe partial class SlabCacheCore
                 return;
             }
         }
-        slab->Next = null;
-        using (_drainLock.Scope())
-            FreeSlabs(slab, SlabFreedBy.Shrink, out _);
+        DiscardUnpublished(slab);
         ThrowDisposed(null);
+    }
+
+    /// <summary>
+    /// Destructs the constructed objects of a slab nobody has seen (off every list, never
+    /// in the page map's users' hands) and frees it, in the calling thread. A destructor's
+    /// exception is reported, not thrown: the caller is already failing.
+    /// </summary>
+    private void DiscardUnpublished(SlabHeader* slab)
+    {
+        slab->Next = null;
+        Exception? failure;
+        using (_drainLock.Scope())
+            failure = FreeSlabs(slab, SlabFreedBy.Rollback, out _);
+        if (failure != null)
+        {
+            SlabReports.Publish(new SlabReport(SlabReportKind.DestructorFailed, Name, 0,
+                $"cache '{Name}': a destructor threw while a slab whose construction failed was rolled back (every built object was destructed): {failure.GetType().Name}: {failure.Message}", [], 0));
+        }
     }
 
     /// <summary>Puts a new, empty slab on the partial list. Caller holds list_lock.</summary>
@@ -191,7 +206,7 @@ internal sealed unsafe partial class SlabCacheCore
 
     /// <summary>
     /// Debug: a slab about to be freed has every object on its free list, each once, each
-    /// an object of this slab (a rollback slab has never handed one out). A slab freed
+    /// an object of this slab (a slab rolled back after a failed construction has never handed one out). A slab freed
     /// with an object still out would hand that memory to the next block user.
     /// </summary>
     [Conditional("DEBUG")]
@@ -387,23 +402,6 @@ internal sealed unsafe partial class SlabCacheCore
             slab = next;
         }
         Debug.Assert(keep > 0 || unlinked == max || _emptyCount == 0, "empty count out of step with the partial list");
-    }
-
-    /// <summary>Moves up to <paramref name="max"/> slabs of failed construction onto <paramref name="release"/>. Caller holds list_lock.</summary>
-    private int TakeRollbacks(long max, ref SlabHeader* release)
-    {
-        Debug.Assert(_listLock.IsHeldByCurrentThread, "list_lock not held");
-        int taken = 0;
-        while (_rollback != null && taken < max)
-        {
-            SlabHeader* slab = _rollback;
-            _rollback = slab->Next;
-            _rollbackCount--;
-            slab->Next = release;
-            release = slab;
-            taken++;
-        }
-        return taken;
     }
 
     private static void ListAdd(ref SlabHeader* head, SlabHeader* slab)

@@ -46,8 +46,9 @@
  *   partial      _partial             1..Objects-1     TakeFromPartial (-> full), ReturnToSlabs (-> empty)
  *   empty        _partial             0                reuse, or UnlinkEmpty -> ReleaseSlabs
  *   full         _full                Objects          ReturnToSlabs (-> partial)
- *   rollback     _rollback            0 (constructor   the reclaim thread, Shrink, Dispose: destructed
- *                                     failed)          and freed
+ *   unpublished  none                 0                NewSlab: constructed, then AddNewSlab (-> empty), or,
+ *                                                      when a constructor failed, destructed and freed
+ *                                                      in the failing allocation (DiscardUnpublished)
  *   grace period _rcuWaiting          0                TypesafeByRcu: the reclaim thread after a
  *                                                      grace period, or Shrink/Dispose after one
  *   leaked       _partial/_full       > 0              never: Dispose found live objects, so the
@@ -139,9 +140,6 @@ internal sealed unsafe partial class SlabCacheCore
     private long _objectsOut;
     private long _slabsAllocated;
     private long _slabsFreed;
-    /// <summary>Slabs whose construction failed, waiting to be destructed and freed.</summary>
-    private SlabHeader* _rollback;
-    private long _rollbackCount;
     /// <summary>TypesafeByRcu: empty slabs waiting for a grace period, oldest first (cookies never decrease).</summary>
     private SlabHeader* _rcuWaitingHead;
     private SlabHeader* _rcuWaitingTail;

@@ -20,10 +20,9 @@ namespace Kmem;
 /// <param name="EmptySlabs">Slabs with no object allocated, kept for reuse.</param>
 /// <param name="SlabsAllocated">Slabs taken from the page layer over the cache's life.</param>
 /// <param name="SlabsFreed">Slabs given back to the page layer over the cache's life (a slab whose construction failed is not counted: it never held objects).</param>
-/// <param name="SlabsFreedByReclaim">Slabs the reclaim thread freed (beyond the reserve, idle trim, memory pressure, failed construction).</param>
+/// <param name="SlabsFreedByReclaim">Slabs the reclaim thread freed (beyond the reserve, idle trim, memory pressure, after an RCU grace period).</param>
 /// <param name="SlabsFreedByShrink">Slabs freed inside an explicit Shrink or Dispose.</param>
 /// <param name="ConstructedFreeObjects">Free objects that hold constructor-built state (ctor/dtor caches): memory that state keeps alive.</param>
-/// <param name="PendingRollbackSlabs">Slabs whose construction failed, waiting for the reclaim thread to destruct what was built.</param>
 /// <param name="Aliases">Other caches merged into this one.</param>
 /// <param name="DoubleFrees">Frees dropped because the object was already free in its slab (a double free that reached the slab; each also reported to <see cref="SlabReports"/>). Double frees thrown at their caller are counted too.</param>
 /// <param name="FreeListRepairs">Slab free lists found corrupted (a write after free) and rebuilt from the slab's bitmap.</param>
@@ -49,7 +48,6 @@ public readonly record struct SlabCacheStatistics(
     long SlabsFreedByReclaim = 0,
     long SlabsFreedByShrink = 0,
     long ConstructedFreeObjects = 0,
-    long PendingRollbackSlabs = 0,
     int Aliases = 0,
     long SlabsAwaitingGracePeriod = 0,
     long DoubleFrees = 0,

@@ -9,4 +9,6 @@ internal enum SlabFreedBy
     Reclaim,
     /// <summary>An explicit Shrink or Dispose.</summary>
     Shrink,
+    /// <summary>The allocation whose constructor failed, rolling back the slab it built (not counted: the slab never held objects).</summary>
+    Rollback,
 }

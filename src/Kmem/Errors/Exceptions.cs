@@ -50,7 +50,7 @@ public class SlabAllocationException : OutOfMemoryException
         AllocationFailure.PageLimit => $"page limit of {Pages.Limit} bytes reached ({Pages.BytesHeld} held)",
         AllocationFailure.InjectedFault => "injected page allocation fault",
         AllocationFailure.TooLarge => "the size is larger than any allocation can be",
-        AllocationFailure.ConstructorFailed => "the constructor failed (the objects it had built are destructed by the reclaim thread)",
+        AllocationFailure.ConstructorFailed => "the constructor failed (the objects it had built were destructed and their slab freed)",
         AllocationFailure.GroupLimit => "a memory group's limit was reached",
         _ => "the OS refused memory",
     };
