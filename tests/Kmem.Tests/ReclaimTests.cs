@@ -39,6 +39,52 @@ public unsafe class ReclaimTests
         }
     }
 
+    [Fact]
+    public void Reclaim_counts_an_RCU_slab_when_it_is_freed_not_when_it_starts_waiting()
+    {
+        int destructed = 0;
+        using var cache = SlabCache.Create("reclaim-rcu-count", 512, new SlabCacheOptions
+        {
+            Flags = SlabFlags.TypesafeByRcu,
+            Destructor = _ => Interlocked.Increment(ref destructed),
+            MinEmptySlabs = 0,
+        });
+        int perSlab = cache.GetStatistics().ObjectsPerSlab;
+        var objects = Enumerable.Range(0, perSlab * 3).Select(_ => (nint)cache.Alloc()).ToList();
+        objects.ForEach(p => cache.Free((void*)p));
+        long slabs = cache.GetStatistics().Slabs;
+        Assert.True(slabs >= 3);
+        Reclaim.RunPass(deep: true, TimeSpan.FromSeconds(20));   // nothing of other caches left for the pass below
+        Rcu.Barrier();
+        Reclaim.RunPass(deep: true, TimeSpan.FromSeconds(20));
+        objects = Enumerable.Range(0, perSlab * 3).Select(_ => (nint)cache.Alloc()).ToList();
+        objects.ForEach(p => cache.Free((void*)p));
+        slabs = cache.GetStatistics().Slabs;
+        int destructedBefore = destructed;
+        long freedByReclaimBefore = cache.GetStatistics().SlabsFreedByReclaim;
+        ReclaimStatistics before = Reclaim.GetStatistics();
+        using (var reader = new HeldReader())
+        {
+            Assert.True(Reclaim.RunPass(deep: true, TimeSpan.FromSeconds(20)));
+            SlabCacheStatistics waiting = cache.GetStatistics();
+            Assert.Equal(slabs, waiting.SlabsAwaitingGracePeriod);
+            Assert.Equal(freedByReclaimBefore, waiting.SlabsFreedByReclaim);   // nothing freed yet
+            Assert.Equal(destructedBefore, destructed);                         // and no destructor run
+            ReclaimStatistics mid = Reclaim.GetStatistics();
+            Assert.True(mid.SlabsDeferred - before.SlabsDeferred >= slabs);
+            Assert.True(mid.SlabsFreed - before.SlabsFreed < slabs, $"the pass counted {mid.SlabsFreed - before.SlabsFreed} slabs freed while {slabs} only began waiting");
+            Assert.True(mid.SlabsAwaitingGracePeriod >= slabs);
+            reader.Leave();
+        }
+        Rcu.Barrier();   // the grace period ended and its callback kicked reclaim
+        Assert.True(Eventually(() => cache.GetStatistics().SlabsAwaitingGracePeriod == 0 && Reclaim.RunPass()));
+        SlabCacheStatistics done = cache.GetStatistics();
+        Assert.Equal(freedByReclaimBefore + slabs, done.SlabsFreedByReclaim);   // counted once, when freed
+        Assert.Equal(0, done.Slabs);
+        Assert.Equal(destructedBefore + slabs * perSlab, destructed);
+        Assert.True(Reclaim.GetStatistics().SlabsFreed - before.SlabsFreed >= slabs);
+    }
+
     private sealed class CountingShrinker(long objects) : IShrinker
     {
         public long Remaining = objects;

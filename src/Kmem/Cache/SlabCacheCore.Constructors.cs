@@ -13,8 +13,8 @@ namespace Kmem;
 /// <remarks>
 /// Invariants: a slab's <see cref="SlabHeader.Constructed"/> objects, counted along its
 /// first free list, are exactly those constructed; <see cref="Destruct"/> runs once per
-/// slab, from <see cref="ReleaseSlabs"/> only, which runs only on the reclaim thread or
-/// inside Shrink/Dispose, never in Free. So over a cache's life
+/// slab, from <see cref="FreeSlabs"/> only, which runs only on the reclaim thread, inside
+/// Shrink/Dispose, or in the allocation whose constructor failed, never in Free. So over a cache's life
 /// DestructorCalls == ConstructorCalls - ConstructorFailures once every slab is gone.
 /// </remarks>
 internal sealed unsafe partial class SlabCacheCore
@@ -183,6 +183,6 @@ internal sealed unsafe partial class SlabCacheCore
             return thrown ?? new SlabAllocationException(Name, failure, (nuint)ObjectSize);
         slab->Next = null;
         using (_drainLock.Scope())
-            return ReleaseSlabs(slab, SlabFreedBy.Shrink, out _);
+            return ReleaseSlabs(slab, SlabFreedBy.Shrink, out _, out _);
     }
 }

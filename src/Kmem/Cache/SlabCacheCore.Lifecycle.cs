@@ -62,7 +62,7 @@ internal sealed unsafe partial class SlabCacheCore
                 }
                 if (live != 0)
                 {
-                    ReleaseSlabs(release, SlabFreedBy.Shrink, out _);   // what the drain emptied
+                    ReleaseSlabs(release, SlabFreedBy.Shrink, out _, out _);   // what the drain emptied
                     liveObjects = named;
                     return false;
                 }
@@ -108,12 +108,15 @@ internal sealed unsafe partial class SlabCacheCore
     /// The reclaim thread's work on this cache: empty slabs beyond the reserve and slabs
     /// whose grace period ended (<see cref="ReclaimMode.Excess"/>), or every parked object
     /// and every empty slab (<see cref="ReclaimMode.Trim"/>). Destructor calls are charged
-    /// to <paramref name="budget"/>; returns true when work is left for another pass.
+    /// to <paramref name="budget"/>; <paramref name="freedSlabs"/> went back to the page
+    /// layer in this call, <paramref name="deferredSlabs"/> began waiting for a grace
+    /// period. Returns true when work is left for another pass.
     /// </summary>
-    internal bool ReclaimWork(ReclaimMode mode, ref long budget, out long freedSlabs, out Exception? failure)
+    internal bool ReclaimWork(ReclaimMode mode, ref long budget, out long freedSlabs, out long deferredSlabs, out Exception? failure)
     {
         failure = null;
         freedSlabs = 0;
+        deferredSlabs = 0;
         if (mode == ReclaimMode.Excess
             && (!_lifecycle || Volatile.Read(ref _emptyCount) <= _minEmptySlabs)
             && Volatile.Read(ref _rcuWaitingCount) == 0)
@@ -139,7 +142,9 @@ internal sealed unsafe partial class SlabCacheCore
                 TakeGracePeriodSlabs(all: false, ref ripe);
             }
             // Counts the slabs the drain emptied as well: all of them are this pass's work.
-            failure = ReleaseSlabs(release, SlabFreedBy.Reclaim, out freedSlabs);
+            // Slabs that only began their grace period are not freed yet, and cost no
+            // destructor yet: they count when a later pass frees them (as ripe ones).
+            failure = ReleaseSlabs(release, SlabFreedBy.Reclaim, out freedSlabs, out deferredSlabs);
             if (ripe != null)
             {
                 Exception? late = FreeSlabs(ripe, SlabFreedBy.Reclaim, out long freedRipe);
@@ -154,6 +159,9 @@ internal sealed unsafe partial class SlabCacheCore
     }
 
     internal long Activity => Volatile.Read(ref _activity);
+
+    /// <summary>Empty slabs of a TypesafeByRcu cache waiting for their grace period now (racy read).</summary>
+    internal long SlabsAwaitingGracePeriod => Volatile.Read(ref _rcuWaitingCount);
 
     /// <summary>The reclaim thread's idle bookkeeping for this cache (touched by that thread only).</summary>
     internal ReclaimIdleState IdleState { get; } = new();

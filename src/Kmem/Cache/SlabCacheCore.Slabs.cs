@@ -158,14 +158,17 @@ internal sealed unsafe partial class SlabCacheCore
     /// Where every slab leaves the cache: a chain of slabs (linked by Next, off every list)
     /// goes to <see cref="FreeSlabs"/>, or, in a TypesafeByRcu cache, waits for a grace
     /// period first (<see cref="DeferPastGracePeriod"/>: readers may still look at its
-    /// objects). Returns the first exception a destructor threw; <paramref name="freed"/>
-    /// is how many slabs left.
+    /// objects). Returns the first exception a destructor threw. <paramref name="freed"/> is
+    /// how many slabs went back to the page layer now, <paramref name="deferred"/> how many
+    /// wait for a grace period (freed, and counted as freed, only when it ends).
     /// </summary>
-    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by, out long freed)
+    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by, out long freed, out long deferred)
     {
+        deferred = 0;
         if (!_typesafeByRcu)
             return FreeSlabs(chain, by, out freed);
-        freed = chain == null ? 0 : DeferPastGracePeriod(chain);
+        freed = 0;
+        deferred = chain == null ? 0 : DeferPastGracePeriod(chain);
         return null;
     }
 

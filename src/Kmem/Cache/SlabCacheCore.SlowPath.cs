@@ -178,7 +178,7 @@ internal sealed unsafe partial class SlabCacheCore
     private void AfterReturn(SlabHeader* release, bool excess)
     {
         if (release != null)
-            ReleaseSlabs(release, SlabFreedBy.Free, out _);
+            ReleaseSlabs(release, SlabFreedBy.Free, out _, out _);
         if (excess)
             Kmem.Reclaim.Kick();
         FlushReports();

@@ -4,12 +4,14 @@ namespace Kmem;
 /// <param name="Passes">Passes run (every tick, kick or request).</param>
 /// <param name="PressurePasses">Deep passes: page limit hit, GC memory load high, or asked for.</param>
 /// <param name="IdleTrims">Caches trimmed because they were idle.</param>
-/// <param name="SlabsFreed">Slabs the reclaim thread freed, over all caches.</param>
+/// <param name="SlabsFreed">Slabs the reclaim thread gave back to the page layer, over all caches, each counted when it was freed.</param>
 /// <param name="ShrinkerScans">Calls to <see cref="IShrinker.ScanObjects"/>.</param>
 /// <param name="ShrinkerObjectsFreed">Objects shrinkers reported freed.</param>
 /// <param name="AllocationWaits">Allocations that hit the page limit and waited for a pass.</param>
 /// <param name="AllocationWaitTimeouts">Of those, waits that ended before the pass did.</param>
 /// <param name="Failures">Exceptions caught on the reclaim thread (destructors, shrinkers): bugs to fix.</param>
+/// <param name="SlabsDeferred">Slabs of TypesafeByRcu caches the reclaim thread emptied and put to wait for a grace period (not freed yet; counted in SlabsFreed when they are).</param>
+/// <param name="SlabsAwaitingGracePeriod">Slabs waiting for a grace period now, over all caches: memory reclaimed but not yet returned.</param>
 public readonly record struct ReclaimStatistics(
     long Passes,
     long PressurePasses,
@@ -19,4 +21,6 @@ public readonly record struct ReclaimStatistics(
     long ShrinkerObjectsFreed,
     long AllocationWaits,
     long AllocationWaitTimeouts,
-    long Failures);
+    long Failures,
+    long SlabsDeferred = 0,
+    long SlabsAwaitingGracePeriod = 0);
