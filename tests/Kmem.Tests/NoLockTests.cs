@@ -111,6 +111,23 @@ public unsafe class NoLockTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Dispose_after_FreeNoLock_sees_no_live_object()
+    {
+        var cache = SlabCache.Create("nolock-then-dispose", 88, TestOptions.Unmerged);
+        var objects = Enumerable.Range(0, 50).Select(_ => (nint)cache.Alloc()).ToList();
+        long deferredBefore = Kmalloc.GetNoLockStatistics().FreesDeferred;
+        // A thread with no sheaf of this cache: every FreeNoLock is deferred.
+        var t = new Thread(() => objects.ForEach(p => Kmalloc.FreeNoLock((void*)p)));
+        t.Start();
+        t.Join();
+        Assert.True(Kmalloc.GetNoLockStatistics().FreesDeferred >= deferredBefore + objects.Count);
+        cache.Dispose();   // drains the deferred lists before it counts
+        SlabCacheStatistics s = cache.GetStatistics();
+        Assert.Equal(0, s.LeakedObjects);
+        Assert.Equal(0, s.Slabs);
+    }
+
+    [Fact]
     public void A_large_block_freed_without_waiting_is_returned_by_the_next_drain()
     {
         void* big = Kmalloc.Alloc(256 * 1024);

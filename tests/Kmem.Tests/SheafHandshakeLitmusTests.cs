@@ -45,7 +45,7 @@ public unsafe class SheafHandshakeLitmusTests
     {
         var table = new SheafTable(capacity: 4);
         Sheaf* sheaf = null;
-        var gate = new Gate();
+        var gate = new LitmusGate();
         int ownerTook = 0, drainerTook = 0, violations = 0, done = 0;
         bool ownerGot = false, drainerGot = false;
         var stop = false;
@@ -67,7 +67,7 @@ public unsafe class SheafHandshakeLitmusTests
                     ownerGot = OwnerOldOrder(sheaf, rng.Next(3000));
                 else
                 {
-                    Spin(rng.Next(protocol == Protocol.Real ? 40 : 3));
+                    LitmusGate.Spin(rng.Next(protocol == Protocol.Real ? 40 : 3));
                     ownerGot = OwnerReal(sheaf);
                 }
                 gate.Arrive();                              // both done
@@ -115,7 +115,7 @@ public unsafe class SheafHandshakeLitmusTests
     private static bool OwnerOldOrder(Sheaf* s, int delay)
     {
         int n = Volatile.Read(ref s->Count);
-        Spin(delay);
+        LitmusGate.Spin(delay);
         Volatile.Write(ref s->Busy, 1);
         bool got = n > 0 && Volatile.Read(ref s->State) == Sheaf.StateOpen;
         if (got)
@@ -145,31 +145,5 @@ public unsafe class SheafHandshakeLitmusTests
         s->Count = 0;
         SheafTable.EndDrain(s);
         return got;
-    }
-
-    private static void Spin(int n)
-    {
-        for (int i = 0; i < n; i++)
-            Thread.SpinWait(1);
-    }
-
-    /// <summary>A two-party spinning barrier (full fences at each arrival).</summary>
-    private sealed class Gate
-    {
-        private int _arrived;
-        private int _generation;
-
-        public void Arrive()
-        {
-            int generation = Volatile.Read(ref _generation);
-            if (Interlocked.Increment(ref _arrived) == 2)
-            {
-                _arrived = 0;
-                Interlocked.Increment(ref _generation);
-                return;
-            }
-            while (Volatile.Read(ref _generation) == generation)
-                Thread.SpinWait(1);
-        }
     }
 }

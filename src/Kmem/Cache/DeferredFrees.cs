@@ -17,12 +17,21 @@ namespace Kmem;
 /// The link is written where the object's cache keeps its free-list link (after the
 /// object in a ctor/dtor cache, so its constructed bytes stay), or in the first word of a
 /// large block. The object's slab cannot go away meanwhile: it still counts as in use.
+/// <para>No shared counter on the deferral path (the seed review's objection to a shared
+/// cache line): a deferral touches its CPU's own line (the list head and that CPU's
+/// count) and reads <see cref="s_work"/>, a <see cref="WorkFlag"/> it writes only when it
+/// finds it clear, so the line stays shared and clean between drains. Counts are per CPU,
+/// summed when asked. The pusher's CAS on its head is the flag's publication (P1); the
+/// drainer takes the heads (C3) after <see cref="WorkFlag.TryBeginConsume"/>.</para>
 /// </remarks>
 internal static unsafe class DeferredFrees
 {
-    private const int Stride = 8;   // one 64-byte line per CPU's head
+    /// <summary>One 64-byte line per CPU: the list head, the objects pushed on that CPU; and a last line for the counts of drains.</summary>
+    private const int Stride = 8;
+    private const int HeadField = 0, PushedField = 1, DrainedField = 2;
 
-    private static readonly nint[] s_heads = new nint[CpuTopology.PossibleCpus * Stride];
+    /// <summary>Per CPU, at <c>cpu * Stride</c>: the list head and the counts (changed with atomics on that CPU's line).</summary>
+    private static readonly long[] s_lines = new long[(CpuTopology.PossibleCpus + 1) * Stride];
 
     /// <summary>
     /// Objects of ConsistencyChecks caches that could not be checked when queued: kept in
@@ -30,24 +39,38 @@ internal static unsafe class DeferredFrees
     /// whose memory is in use again, and a link written into it would be overwritten.
     /// </summary>
     private static readonly nint[] s_unchecked = new nint[1024];
-    private static long s_pending;
-    private static long s_deferred;
-    private static long s_drained;
+
+    /// <summary>Set by a deferral that finds it clear, cleared by a drain before it takes the lists.</summary>
+    private static readonly WorkFlag s_work = new();
+
     private static long s_failures;
     private static Exception? s_lastFailure;
     [ThreadStatic] private static bool t_draining;
 
-    /// <summary>Objects waiting now.</summary>
-    public static long Pending => Volatile.Read(ref s_pending);
+    /// <summary>True when a deferred free may be waiting: one read of a line that deferrals rarely write.</summary>
+    public static bool MaybePending => s_work.IsSet;
 
-    public static long Deferred => Volatile.Read(ref s_deferred);
+    /// <summary>Objects waiting now (summed over the CPUs, so racy while frees are deferred).</summary>
+    public static long Pending => Deferred - Drained;
 
-    public static long Drained => Volatile.Read(ref s_drained);
+    /// <summary>Deferrals since start.</summary>
+    public static long Deferred => Sum(PushedField);
+
+    /// <summary>Deferred objects freed since start.</summary>
+    public static long Drained => Sum(DrainedField);
 
     /// <summary>Deferred frees that failed when they ran (a double free found late), and the last such error.</summary>
     public static long Failures => Volatile.Read(ref s_failures);
 
     public static Exception? LastFailure => Volatile.Read(ref s_lastFailure);
+
+    private static long Sum(int field)
+    {
+        long sum = 0;
+        for (int cpu = 0; cpu <= CpuTopology.PossibleCpus; cpu++)
+            sum += Volatile.Read(ref s_lines[cpu * Stride + field]);
+        return sum;
+    }
 
     /// <summary>
     /// Random per process: a queued object's link word holds <c>next ^ cookie ^ its own
@@ -81,16 +104,17 @@ internal static unsafe class DeferredFrees
         var link = (nint*)((byte*)p + linkOffset);
         if (LooksQueued(link))
             throw new SlabUsageException(owner, (nint)p, $"{owner}: double free of 0x{(nint)p:x}: FreeNoLock already queued it and it has not been freed yet");
-        ref nint head = ref s_heads[CpuTopology.CurrentCpu * Stride];
-        nint old;
+        int line = CpuTopology.CurrentCpu * Stride;
+        ref long head = ref s_lines[line + HeadField];
+        long old;
         do
         {
             old = Volatile.Read(ref head);
-            *link = Encode(old, link);
+            *link = Encode((nint)old, link);
         }
-        while (Interlocked.CompareExchange(ref head, (nint)p, old) != old);
-        Interlocked.Increment(ref s_pending);
-        Interlocked.Increment(ref s_deferred);
+        while (Interlocked.CompareExchange(ref head, (nint)p, old) != old);   // P1
+        Interlocked.Increment(ref s_lines[line + PushedField]);
+        s_work.Announce();   // P2, P3
     }
 
     /// <summary>
@@ -105,8 +129,8 @@ internal static unsafe class DeferredFrees
             ref nint slot = ref s_unchecked[(start + i) % s_unchecked.Length];
             if (Volatile.Read(ref slot) == 0 && Interlocked.CompareExchange(ref slot, (nint)p, 0) == 0)
             {
-                Interlocked.Increment(ref s_pending);
-                Interlocked.Increment(ref s_deferred);
+                Interlocked.Increment(ref s_lines[CpuTopology.CurrentCpu * Stride + PushedField]);
+                s_work.Announce();   // P2, P3
                 return true;
             }
         }
@@ -115,14 +139,14 @@ internal static unsafe class DeferredFrees
 
     /// <summary>
     /// Frees every queued object; from a context that may wait. Not re-entered on one thread.
-    /// Returns at once when nothing is pending (a push still between its CAS and its count
-    /// waits for the next drain).
+    /// Returns at once when no work was announced.
     /// </summary>
     public static void Drain()
     {
-        if (t_draining || Volatile.Read(ref s_pending) == 0)
+        if (t_draining || !s_work.TryBeginConsume())   // C1, C2: the takes below see every object whose pusher saw the flag set
             return;
         t_draining = true;
+        long drained = 0;
         try
         {
             for (int i = 0; i < s_unchecked.Length; i++)
@@ -131,17 +155,21 @@ internal static unsafe class DeferredFrees
                     continue;
                 nint p = Interlocked.Exchange(ref s_unchecked[i], 0);
                 if (p != 0)
+                {
                     FreeOne(p);
+                    drained++;
+                }
             }
             for (int cpu = 0; cpu < CpuTopology.PossibleCpus; cpu++)
             {
-                if (Volatile.Read(ref s_heads[cpu * Stride]) == 0)
+                ref long head = ref s_lines[cpu * Stride + HeadField];
+                if (Volatile.Read(ref head) == 0)
                     continue;
                 // The list is ours once taken, so it is no longer than what was pending plus
                 // the pushes in flight; a longer walk is a cycle, which only two FreeNoLocks
                 // of one object racing each other past LooksQueued can make.
-                long limit = Volatile.Read(ref s_pending) + 4096;
-                nint p = Interlocked.Exchange(ref s_heads[cpu * Stride], 0);
+                long limit = Pending + 4096;
+                var p = (nint)Interlocked.Exchange(ref head, 0);   // C3
                 for (long walked = 0; p != 0; walked++)
                 {
                     if (walked > limit)
@@ -153,12 +181,15 @@ internal static unsafe class DeferredFrees
                     nint next = Decode(*link, link);
                     *link = 0;   // no longer queued: a later FreeNoLock of it is legitimate
                     FreeOne(p);
+                    drained++;
                     p = next;
                 }
             }
         }
         finally
         {
+            // Counted on the drainers' own line, past the CPUs': drains are rare, deferrals are not.
+            Interlocked.Add(ref s_lines[CpuTopology.PossibleCpus * Stride + DrainedField], drained);
             t_draining = false;
         }
     }
@@ -180,8 +211,6 @@ internal static unsafe class DeferredFrees
             // recorded, not thrown at them.
             Record(e);
         }
-        Interlocked.Decrement(ref s_pending);
-        Interlocked.Increment(ref s_drained);
     }
 
     private static void Record(Exception e)

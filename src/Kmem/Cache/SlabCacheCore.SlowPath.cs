@@ -75,11 +75,11 @@ internal sealed unsafe partial class SlabCacheCore
     /// Work a slow path does because it may wait, for the paths that may not: frees that
     /// FreeNoLock deferred, and a kick of the reclaim thread to refill the page reserve
     /// AllocNoLock draws on (refilled there, not here: mapping here would spend a fault
-    /// injected for this allocation). Two volatile reads when there is none.
+    /// injected for this allocation). Two volatile reads of rarely written lines when there is none.
     /// </summary>
     private static void AsNormalContext()
     {
-        if (DeferredFrees.Pending != 0)   // Drain tests it too; here it saves the call
+        if (DeferredFrees.MaybePending)   // Drain tests it too; here it saves the call
             DeferredFrees.Drain();
         if (PageReserve.NeedsRefill)
             Kmem.Reclaim.Kick();
