@@ -165,12 +165,14 @@ public unsafe class DrainRaceTests
         Assert.Equal(activeBefore, Kmalloc.Caches.Sum(c => c.GetStatistics().ActiveObjects));
     }
 
-    [Fact]
-    public void Dispose_racing_allocating_threads_corrupts_nothing_and_reports_what_they_still_hold()
+    [Theory]
+    [InlineData(SlabFlags.NoMerge)]
+    [InlineData(SlabFlags.TypesafeByRcu)]
+    public void Dispose_racing_allocating_threads_corrupts_nothing_and_reports_what_they_still_hold(SlabFlags flags)
     {
         for (int round = 0; round < 20; round++)
         {
-            var cache = SlabCache.Create($"dispose-race-{round}", 64, TestOptions.Unmerged);
+            var cache = SlabCache.Create($"dispose-race-{(int)flags}-{round}", 64, new SlabCacheOptions { Flags = flags });
             var held = new ConcurrentDictionary<nint, long>();
             var errors = new ConcurrentQueue<string>();
             using var started = new CountdownEvent(Workers);
@@ -249,6 +251,7 @@ public unsafe class DrainRaceTests
             // either finished before it (not live) or was refused (still live).
             SlabCacheStatistics s = cache.GetStatistics();
             Assert.Equal(held.Count, s.LeakedObjects);
+            Assert.Equal(0, s.SlabsAwaitingGracePeriod);   // a slab a racing free emptied was found and freed, not orphaned
             if (held.IsEmpty)
                 Assert.Empty(reports);
             else

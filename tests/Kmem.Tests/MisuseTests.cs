@@ -277,6 +277,32 @@ public unsafe class MisuseTests
     }
 
     [Fact]
+    public void A_free_list_link_bent_to_another_free_object_loses_no_destructor_call()
+    {
+        var destructed = new System.Collections.Concurrent.ConcurrentDictionary<nint, int>();
+        var cache = SlabCache.Create("bent-link", 48, new SlabCacheOptions
+        {
+            Constructor = _ => true,
+            Destructor = o => destructed.AddOrUpdate((nint)o, 1, (_, n) => n + 1),
+        });
+        void* keep = cache.Alloc();
+        var freed = Enumerable.Range(0, 8).Select(_ => (nint)cache.Alloc()).ToList();
+        freed.ForEach(p => cache.Free((void*)p));
+        cache.Shrink();   // the eight are on the slab's free list; keep holds the slab
+        // The head's link lives after the object (a ctor/dtor cache): an overflow out of
+        // the object before it can bend it to another free object of the same slab, which
+        // passes every check and strands the objects in between.
+        nint head = freed[^1];
+        *(nint*)(head + 48) = freed[0];
+        cache.Free(keep);
+        cache.Dispose();
+        SlabCacheStatistics s = cache.GetStatistics();
+        Assert.Equal(s.ConstructorCalls, s.DestructorCalls);        // every constructed object destructed...
+        Assert.All(destructed.Values, n => Assert.Equal(1, n));     // ...exactly once
+        Assert.Equal(s.ConstructorCalls, destructed.Count);
+    }
+
+    [Fact]
     public void Forty_nested_locks_are_tracked_and_all_released()
     {
         var locks = Enumerable.Range(0, 40).Select(i => new KLock($"nest-{i:D2}")).ToArray();

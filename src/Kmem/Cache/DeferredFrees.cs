@@ -213,10 +213,19 @@ internal static unsafe class DeferredFrees
         }
     }
 
+    /// <summary>Counts and reports a deferred free that failed. Called in a drain, which holds no allocator lock.</summary>
     private static void Record(Exception e)
     {
         Interlocked.Increment(ref s_failures);
         Volatile.Write(ref s_lastFailure, e);
+        (string cache, nint address) = e switch
+        {
+            SlabUsageException u => (u.CacheName ?? "kmalloc", u.Address),
+            ObjectDisposedException d => (d.ObjectName, (nint)0),
+            _ => ("kmalloc", (nint)0),
+        };
+        SlabReports.Publish(new SlabReport(SlabReportKind.DeferredFreeFailed, cache, address,
+            $"a free deferred by FreeNoLock failed when it ran: {e.Message}", address == 0 ? [] : [address], 1));
     }
 
     /// <summary>The link offset of a queued object: its cache's free-link offset, 0 for a large block.</summary>

@@ -103,7 +103,7 @@ internal sealed unsafe partial class SlabCacheCore
                 nint[] objects = ArrayPool<nint>.Shared.Rent(k);
                 try
                 {
-                    CollectFreeList(slab, objects, k);
+                    CollectConstructed(slab, objects, k);
                     _batchDtor(new ReadOnlySpan<nint>(objects, 0, k));
                 }
                 catch (Exception e)
@@ -117,19 +117,20 @@ internal sealed unsafe partial class SlabCacheCore
             }
             else
             {
-                // The link lives after the object: reading it after the destructor ran is safe.
-                void* o = slab->Freelist;
-                for (int i = 0; i < k; i++, o = *LinkOf(o))
+                nint[] objects = ArrayPool<nint>.Shared.Rent(k);
+                CollectConstructed(slab, objects, k);
+                for (int i = 0; i < k; i++)
                 {
                     try
                     {
-                        _dtor!(o);
+                        _dtor!((void*)objects[i]);
                     }
                     catch (Exception e)
                     {
                         first ??= e;
                     }
                 }
+                ArrayPool<nint>.Shared.Return(objects);
             }
         }
         finally
@@ -140,7 +141,26 @@ internal sealed unsafe partial class SlabCacheCore
         return first;
     }
 
-    /// <summary>The first <paramref name="count"/> objects of the slab's free list.</summary>
+    /// <summary>
+    /// The <paramref name="count"/> constructed objects of a slab being freed. All of them
+    /// (a published slab): by address, not along the free list, which a write after free
+    /// may have cut short (a link to another free object of the slab passes every check
+    /// and strands the objects it skips). Fewer (a construction that failed, never
+    /// published, its free list as built): the first ones along the free list.
+    /// </summary>
+    private void CollectConstructed(SlabHeader* slab, nint[] into, int count)
+    {
+        if (count == _layout.Objects)
+        {
+            byte* first = (byte*)slab + _layout.ObjectOffset;
+            for (int i = 0; i < count; i++)
+                into[i] = (nint)(first + i * _layout.Stride);
+            return;
+        }
+        CollectFreeList(slab, into, count);
+    }
+
+    /// <summary>The first <paramref name="count"/> objects of the slab's free list (the construction order).</summary>
     private void CollectFreeList(SlabHeader* slab, nint[] into, int count)
     {
         void* o = slab->Freelist;
@@ -183,6 +203,6 @@ internal sealed unsafe partial class SlabCacheCore
             return thrown ?? new SlabAllocationException(Name, failure, (nuint)ObjectSize);
         slab->Next = null;
         using (_drainLock.Scope())
-            return ReleaseSlabs(slab, SlabFreedBy.Shrink, out _, out _);
+            return FreeSlabs(slab, SlabFreedBy.Shrink, out _);
     }
 }

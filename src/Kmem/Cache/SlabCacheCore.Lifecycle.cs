@@ -62,7 +62,7 @@ internal sealed unsafe partial class SlabCacheCore
                 }
                 if (live != 0)
                 {
-                    ReleaseSlabs(release, SlabFreedBy.Shrink, out _, out _);   // what the drain emptied
+                    FreeSlabs(release, SlabFreedBy.Shrink, out _);   // what the drain emptied
                     liveObjects = named;
                     return false;
                 }
@@ -109,14 +109,13 @@ internal sealed unsafe partial class SlabCacheCore
     /// whose grace period ended (<see cref="ReclaimMode.Excess"/>), or every parked object
     /// and every empty slab (<see cref="ReclaimMode.Trim"/>). Destructor calls are charged
     /// to <paramref name="budget"/>; <paramref name="freedSlabs"/> went back to the page
-    /// layer in this call, <paramref name="deferredSlabs"/> began waiting for a grace
-    /// period. Returns true when work is left for another pass.
+    /// layer in this call (a TypesafeByRcu slab emptied here only begins its grace period,
+    /// and counts when a later pass frees it). Returns true when work is left for another pass.
     /// </summary>
-    internal bool ReclaimWork(ReclaimMode mode, ref long budget, out long freedSlabs, out long deferredSlabs, out Exception? failure)
+    internal bool ReclaimWork(ReclaimMode mode, ref long budget, out long freedSlabs, out Exception? failure)
     {
         failure = null;
         freedSlabs = 0;
-        deferredSlabs = 0;
         if (mode == ReclaimMode.Excess
             && (!_lifecycle || Volatile.Read(ref _emptyCount) <= _minEmptySlabs)
             && Volatile.Read(ref _rcuWaitingCount) == 0)
@@ -142,9 +141,9 @@ internal sealed unsafe partial class SlabCacheCore
                 TakeGracePeriodSlabs(all: false, ref ripe);
             }
             // Counts the slabs the drain emptied as well: all of them are this pass's work.
-            // Slabs that only began their grace period are not freed yet, and cost no
-            // destructor yet: they count when a later pass frees them (as ripe ones).
-            failure = ReleaseSlabs(release, SlabFreedBy.Reclaim, out freedSlabs, out deferredSlabs);
+            // (In a TypesafeByRcu cache there are none: its emptied slabs went to the
+            // waiting list, and cost no destructor until a later pass frees them as ripe.)
+            failure = FreeSlabs(release, SlabFreedBy.Reclaim, out freedSlabs);
             if (ripe != null)
             {
                 Exception? late = FreeSlabs(ripe, SlabFreedBy.Reclaim, out long freedRipe);
@@ -190,7 +189,7 @@ internal sealed unsafe partial class SlabCacheCore
                 PartialSlabs: _partialCount,
                 EmptySlabs: _emptyCount,
                 SlabsAllocated: _slabsAllocated,
-                SlabsFreed: _slabsFreed,
+                SlabsFreed: Volatile.Read(ref _slabsFreed),
                 SlabsFreedByReclaim: Volatile.Read(ref _slabsFreedByReclaim),
                 SlabsFreedByShrink: Volatile.Read(ref _slabsFreedByShrink),
                 ConstructedFreeObjects: _lifecycle ? total - active : 0,

@@ -24,34 +24,27 @@ internal sealed unsafe partial class SlabCacheCore
     private static readonly Action s_kickReclaim = Kmem.Reclaim.Kick;
 
     /// <summary>
-    /// Puts a chain of empty slabs (off every list) on the waiting list and asks for a
-    /// reclaim pass after the grace period. Never waits: it runs inside Free. Returns how
-    /// many slabs.
+    /// Puts an empty slab that was just unlinked (off every list) at the tail of the
+    /// waiting list and asks for a reclaim pass after the grace period. Caller holds
+    /// list_lock, in the same hold that unlinked the slab: a slab is on a list of the cache
+    /// at every instant, so a Dispose that takes list_lock after it finds the slab waiting
+    /// (an earlier version deferred after dropping the lock, and a Dispose in between left
+    /// the slab on no list it would look at). The cookie is taken under list_lock too, so
+    /// cookies never decrease along the list. Never waits: it runs inside Free; the
+    /// callback is queued under the rcu_callbacks leaf, which list_lock may hold.
     /// </summary>
-    private long DeferPastGracePeriod(SlabHeader* chain)
+    private void WaitForGracePeriodLocked(SlabHeader* slab)
     {
-        Debug.Assert(_typesafeByRcu, "not a TypesafeByRcu cache");
-        long n = 0;
-        using (_listLock.Scope())
-        {
-            // Taken under list_lock, so cookies never decrease along the list.
-            long cookie = Rcu.GetState();
-            SlabHeader* last = null;
-            for (SlabHeader* s = chain; s != null; s = s->Next)
-            {
-                s->RcuCookie = cookie;
-                last = s;
-                n++;
-            }
-            if (_rcuWaitingTail != null)
-                _rcuWaitingTail->Next = chain;
-            else
-                _rcuWaitingHead = chain;
-            _rcuWaitingTail = last;
-            _rcuWaitingCount += n;
-        }
+        Debug.Assert(_typesafeByRcu && _listLock.IsHeldByCurrentThread, "not a TypesafeByRcu cache, or list_lock not held");
+        slab->RcuCookie = Rcu.GetState();
+        slab->Next = null;
+        if (_rcuWaitingTail != null)
+            _rcuWaitingTail->Next = slab;
+        else
+            _rcuWaitingHead = slab;
+        _rcuWaitingTail = slab;
+        _rcuWaitingCount++;
         Rcu.Enqueue(new RcuWork(s_kickReclaim));
-        return n;
     }
 
     /// <summary>

@@ -155,24 +155,6 @@ internal sealed unsafe partial class SlabCacheCore
     }
 
     /// <summary>
-    /// Where every slab leaves the cache: a chain of slabs (linked by Next, off every list)
-    /// goes to <see cref="FreeSlabs"/>, or, in a TypesafeByRcu cache, waits for a grace
-    /// period first (<see cref="DeferPastGracePeriod"/>: readers may still look at its
-    /// objects). Returns the first exception a destructor threw. <paramref name="freed"/> is
-    /// how many slabs went back to the page layer now, <paramref name="deferred"/> how many
-    /// wait for a grace period (freed, and counted as freed, only when it ends).
-    /// </summary>
-    private Exception? ReleaseSlabs(SlabHeader* chain, SlabFreedBy by, out long freed, out long deferred)
-    {
-        deferred = 0;
-        if (!_typesafeByRcu)
-            return FreeSlabs(chain, by, out freed);
-        freed = 0;
-        deferred = chain == null ? 0 : DeferPastGracePeriod(chain);
-        return null;
-    }
-
-    /// <summary>
     /// The one place slabs are freed: returns a chain of slabs (linked by Next, off every
     /// list) to the page layer, destructing their objects first. A ctor/dtor cache calls
     /// it only from the reclaim thread or inside Shrink/Dispose, holding sheaf_drain and
@@ -199,6 +181,8 @@ internal sealed unsafe partial class SlabCacheCore
         }
         if (freed != 0)
         {
+            if (by != SlabFreedBy.Rollback)
+                Interlocked.Add(ref _slabsFreed, freed);
             if (by == SlabFreedBy.Reclaim)
                 Interlocked.Add(ref _slabsFreedByReclaim, freed);
             else if (by == SlabFreedBy.Shrink)
@@ -381,7 +365,11 @@ internal sealed unsafe partial class SlabCacheCore
         _partialCount--;
         _emptyCount--;
         _slabCount--;
-        _slabsFreed++;
+        if (_typesafeByRcu)
+        {
+            WaitForGracePeriodLocked(slab);   // readers may still look at its objects
+            return;
+        }
         slab->Next = release;
         release = slab;
     }

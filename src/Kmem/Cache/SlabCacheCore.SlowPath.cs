@@ -20,10 +20,13 @@ internal sealed unsafe partial class SlabCacheCore
         if (_checked)
             return CheckedAlloc(throwOnFailure);
 
-        Sheaf* s = _sheafTable.OfCurrentThread();
         bool waited = false;
         while (true)
         {
+            // Fetched anew each round: between rounds this thread ran outside code (report
+            // handlers, a constructor, the wait for reclaim), where a slow path of another
+            // cache may have freed this sheaf if a Dispose retired it meanwhile.
+            Sheaf* s = _sheafTable.OfCurrentThread();
             if (s == null || !Sheaf.EnterWaiting(s))
                 ThrowDisposed(null);
             void* p;
@@ -178,7 +181,7 @@ internal sealed unsafe partial class SlabCacheCore
     private void AfterReturn(SlabHeader* release, bool excess)
     {
         if (release != null)
-            ReleaseSlabs(release, SlabFreedBy.Free, out _, out _);
+            FreeSlabs(release, SlabFreedBy.Free, out _);
         if (excess)
             Kmem.Reclaim.Kick();
         FlushReports();

@@ -44,7 +44,8 @@
  *
  *   state        list                 InUse            leaves it by
  *   partial      _partial             1..Objects-1     TakeFromPartial (-> full), ReturnToSlabs (-> empty)
- *   empty        _partial             0                reuse, or UnlinkEmpty -> ReleaseSlabs
+ *   empty        _partial             0                reuse, or UnlinkEmpty -> FreeSlabs (TypesafeByRcu:
+ *                                                      -> grace period, in the same list_lock hold)
  *   full         _full                Objects          ReturnToSlabs (-> partial)
  *   unpublished  none                 0                NewSlab: constructed, then AddNewSlab (-> empty), or,
  *                                                      when a constructor failed, destructed and freed
@@ -57,7 +58,7 @@
  * Every object enters through one door and leaves through one: allocations end in
  * AfterAlloc (Account's charge), frees begin in FreeObject (the boundary check,
  * Account's uncharge), for Free, Kmalloc.Free, FreeNoLock, FreeRcu and deferred frees
- * alike; a slab leaves only through ReleaseSlabs/FreeSlabs.
+ * alike; a slab leaves only through FreeSlabs.
  */
 
 using System.Diagnostics;
@@ -139,7 +140,6 @@ internal sealed unsafe partial class SlabCacheCore
     /// <summary>Objects off their slab's free list: with users, parked, or deferred. = Σ InUse over listed slabs.</summary>
     private long _objectsOut;
     private long _slabsAllocated;
-    private long _slabsFreed;
     /// <summary>TypesafeByRcu: empty slabs waiting for a grace period, oldest first (cookies never decrease).</summary>
     private SlabHeader* _rcuWaitingHead;
     private SlabHeader* _rcuWaitingTail;
@@ -150,6 +150,8 @@ internal sealed unsafe partial class SlabCacheCore
     private long _freeListRepairs;
 
     // ---- Atomic counters (no lock) ----
+    /// <summary>Slabs given back to the page layer (counted in FreeSlabs, when they go).</summary>
+    private long _slabsFreed;
     private long _slabsFreedByReclaim;
     private long _slabsFreedByShrink;
     private long _ctorCalls;

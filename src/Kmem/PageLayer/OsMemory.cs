@@ -47,9 +47,11 @@ internal static unsafe partial class OsMemory
         nuint head = start - (nuint)raw;
         nuint tail = extra - head;
         // Trimming splits the mapping, which needs a VMA of its own and so can fail
-        // (ENOMEM at vm.max_map_count). Then the whole mapping goes back (unmapping a
-        // whole mapping needs no split) and the block is refused, rather than left mapped
-        // and untracked past its end.
+        // (ENOMEM at vm.max_map_count). Then what is left of the mapping goes back and the
+        // block is refused, rather than left mapped and untracked past its end. That
+        // munmap needs no split unless the kernel merged the mapping with an adjacent
+        // anonymous one; then it can fail too, and the range stays reserved (address space
+        // only: never touched, so never resident). Arenas (the page-layer issue) end this.
         if (head != 0 && Munmap(raw, head) != 0)
         {
             Munmap(raw, length);

@@ -36,7 +36,6 @@ public static class Reclaim
     private static long s_pressurePasses;
     private static long s_idleTrims;
     private static long s_slabsFreed;
-    private static long s_slabsDeferred;
     private static long s_shrinkerScans;
     private static long s_shrinkerFreed;
     private static long s_allocationWaits;
@@ -75,7 +74,6 @@ public static class Reclaim
         PressurePasses: Interlocked.Read(ref s_pressurePasses),
         IdleTrims: Interlocked.Read(ref s_idleTrims),
         SlabsFreed: Interlocked.Read(ref s_slabsFreed),
-        SlabsDeferred: Interlocked.Read(ref s_slabsDeferred),
         SlabsAwaitingGracePeriod: SlabCacheRegistry.Snapshot().Sum(c => c.SlabsAwaitingGracePeriod),
         ShrinkerScans: Interlocked.Read(ref s_shrinkerScans),
         ShrinkerObjectsFreed: Interlocked.Read(ref s_shrinkerFreed),
@@ -236,11 +234,11 @@ public static class Reclaim
                 mode = ReclaimMode.Trim;
             }
             bool cacheMore;
-            long freed, deferred;
+            long freed;
             Exception? failure;
             try
             {
-                cacheMore = cache.ReclaimWork(mode, ref budget, out freed, out deferred, out failure);
+                cacheMore = cache.ReclaimWork(mode, ref budget, out freed, out failure);
             }
             catch (Exception e)
             {
@@ -250,7 +248,6 @@ public static class Reclaim
             if (failure != null)
                 RecordFailure(failure);
             Interlocked.Add(ref s_slabsFreed, freed);
-            Interlocked.Add(ref s_slabsDeferred, deferred);
             if (mode == ReclaimMode.Trim)
             {
                 trimmed = true;

@@ -10,8 +10,7 @@ namespace Kmem;
 /// <param name="AllocationWaits">Allocations that hit the page limit and waited for a pass.</param>
 /// <param name="AllocationWaitTimeouts">Of those, waits that ended before the pass did.</param>
 /// <param name="Failures">Exceptions caught on the reclaim thread (destructors, shrinkers): bugs to fix.</param>
-/// <param name="SlabsDeferred">Slabs of TypesafeByRcu caches the reclaim thread emptied and put to wait for a grace period (not freed yet; counted in SlabsFreed when they are).</param>
-/// <param name="SlabsAwaitingGracePeriod">Slabs waiting for a grace period now, over all caches: memory reclaimed but not yet returned.</param>
+/// <param name="SlabsAwaitingGracePeriod">Empty slabs of TypesafeByRcu caches waiting for a grace period now, over all caches: memory reclaimed but not yet returned (counted in SlabsFreed only if a reclaim pass frees them).</param>
 public readonly record struct ReclaimStatistics(
     long Passes,
     long PressurePasses,
@@ -22,5 +21,4 @@ public readonly record struct ReclaimStatistics(
     long AllocationWaits,
     long AllocationWaitTimeouts,
     long Failures,
-    long SlabsDeferred = 0,
     long SlabsAwaitingGracePeriod = 0);
