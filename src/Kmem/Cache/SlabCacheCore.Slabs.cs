@@ -192,21 +192,24 @@ internal sealed unsafe partial class SlabCacheCore
     }
 
     /// <summary>
-    /// Debug: a slab about to be freed has every object on its free list, each once, each
-    /// an object of this slab (a slab rolled back after a failed construction has never handed one out). A slab freed
-    /// with an object still out would hand that memory to the next block user.
+    /// Debug: a slab about to be freed has no object in use (every bitmap bit clear), and
+    /// its free list stays inside the slab without a cycle. The list may be shorter than
+    /// the slab: a write after free that bent a link to another free object strands the
+    /// objects it skipped, which are free all the same (destructors find them by address).
     /// </summary>
     [Conditional("DEBUG")]
     private void AssertWholeFreeList(SlabHeader* slab)
     {
+        ulong* bitmap = BitmapOf(slab);
+        for (int i = 0; i < _layout.Objects; i++)
+            Debug.Assert((bitmap[i >> 6] & (1UL << i)) == 0, $"cache '{Name}': slab freed with object {i} in use");
         int n = 0;
-        for (void* o = slab->Freelist; o != null; o = *LinkOf(o))
+        for (void* o = slab->Freelist; o != null && n <= _layout.Objects; o = *LinkOf(o))
         {
             uint offset = (uint)((byte*)o - (byte*)slab - _layout.ObjectOffset);
             Debug.Assert(offset < (uint)_layout.Span && _layout.IsObjectBoundary(offset), $"cache '{Name}': free list of a slab being freed leaves the slab");
             Debug.Assert(++n <= _layout.Objects, $"cache '{Name}': free list of a slab being freed is longer than the slab (a cycle: double free)");
         }
-        Debug.Assert(n == _layout.Objects, $"cache '{Name}': slab freed with {_layout.Objects - n} object(s) off its free list");
     }
 
     private ulong* BitmapOf(SlabHeader* slab) => (ulong*)((byte*)slab + _layout.BitmapOffset);

@@ -30,6 +30,13 @@ internal static unsafe class BlockCache
 
     public static bool IsCacheable(nuint size) => size / OsMemory.PageSize <= MaxPages;
 
+    /// <summary>Bytes of cached blocks of exactly <paramref name="size"/> bytes now (racy read, for tests).</summary>
+    public static long BytesOfSize(nuint size)
+    {
+        int pages = (int)(size / OsMemory.PageSize);
+        return pages <= MaxPages ? (long)Volatile.Read(ref s_counts[pages]) * (long)size : 0;
+    }
+
     public static void* TryTake(nuint size)
     {
         int pages = (int)(size / OsMemory.PageSize);
