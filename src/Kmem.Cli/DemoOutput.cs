@@ -14,7 +14,8 @@ internal static class DemoOutput
     public sealed record RunRecord(
         string Workload, string Mode, int Threads, double OpsPerSecond, long Lifetimes,
         long AllocMutexAcquisitions, double AllocMutexAcquisitionsPerLifetime, long AllocMutexContended,
-        double? GainOverBaseline, double? NoPercpuOverThis, long CheckFailures, double Seconds, IReadOnlyList<LockRecord> Locks);
+        double? GainOverBaseline, double? NoPercpuOverThis, long CheckFailures, double Seconds, IReadOnlyList<LockRecord> Locks,
+        long CountersLockAcquisitions, double CountersLockAcquisitionsPerLifetime);
 
     public sealed record LockRecord(string Name, long Acquired, long Contended, double AvgWaitNs, double TotalWaitNs, double MaxWaitNs, double MinWaitNs);
 
@@ -30,7 +31,8 @@ internal static class DemoOutput
                 r.Mode == "no-percpu" ? null : floor.OpsPerSecond / r.OpsPerSecond,
                 r.CheckFailures, r.Seconds,
                 [.. r.Locks.Select(l => new LockRecord(l.Name, l.Acquired, l.Contended,
-                    l.AverageWait.TotalNanoseconds, l.TotalWait.TotalNanoseconds, l.MaxWait.TotalNanoseconds, l.MinWait.TotalNanoseconds))]);
+                    l.AverageWait.TotalNanoseconds, l.TotalWait.TotalNanoseconds, l.MaxWait.TotalNanoseconds, l.MinWait.TotalNanoseconds))],
+                r.CountersLockAcquisitions, r.CountersLockAcquisitionsPerLifetime);
         }),
     ];
 
@@ -76,12 +78,12 @@ internal static class DemoOutput
         foreach (string w in SeedWorkload.Workloads)
         {
             md.AppendLine(CultureInfo.InvariantCulture, $"## {w}-like").AppendLine();
-            md.AppendLine("| threads | mode | lifetimes/s | vs baseline | no-percpu / this | pcpu_alloc_mutex per lifetime | contended |");
-            md.AppendLine("|---|---|---|---|---|---|---|");
+            md.AppendLine("| threads | mode | lifetimes/s | vs baseline | no-percpu / this | pcpu_alloc_mutex per lifetime | contended | percpu_counters_lock per lifetime |");
+            md.AppendLine("|---|---|---|---|---|---|---|---|");
             foreach (RunRecord r in Records(results).Where(r => r.Workload == w))
             {
                 md.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {r.Threads} | {r.Mode} | {DemoReport.Rate(r.OpsPerSecond)} | {(r.GainOverBaseline is double g ? DemoReport.Percent(g) : "")} | {(r.NoPercpuOverThis is double f ? f.ToString("F2", CultureInfo.InvariantCulture) + "x" : "")} | {DemoReport.PerLifetime(r.AllocMutexAcquisitionsPerLifetime)} | {r.AllocMutexContended} |");
+                    $"| {r.Threads} | {r.Mode} | {DemoReport.Rate(r.OpsPerSecond)} | {(r.GainOverBaseline is double g ? DemoReport.Percent(g) : "")} | {(r.NoPercpuOverThis is double f ? f.ToString("F2", CultureInfo.InvariantCulture) + "x" : "")} | {DemoReport.PerLifetime(r.AllocMutexAcquisitionsPerLifetime)} | {r.AllocMutexContended} | {(w == "mm" ? DemoReport.PerLifetime(r.CountersLockAcquisitionsPerLifetime) : "-")} |");
             }
             md.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"![{w}](throughput-{w}.svg)").AppendLine();
             md.AppendLine("```").Append(DemoReport.LockTable(results, w)).AppendLine("```").AppendLine();

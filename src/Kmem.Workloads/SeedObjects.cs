@@ -21,18 +21,26 @@ public struct RssStat
 /// <summary>
 /// An mm_struct stand-in of 1 KiB: a body that mm_init clears, then (after the seed's
 /// <c>ctor_fields_offset</c>) the fields a slab constructor may keep: four per-CPU rss
-/// counters sharing one area (InitMany) and the per-CPU mm_cid area. The same counters
+/// counters sharing one area (InitMany) with their node on the global counter list, and
+/// the per-CPU mm_cid area. The same counters
 /// as atomic fields serve the no-percpu mode.
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct MmLike
 {
     public const int Counters = 4;
-    public const int BodyBytes = 1024 - 64 - 8 - 32;
+    public const int BodyBytes = 1024 - 64 - 16 - 8 - 32;
 
     public fixed byte Body[BodyBytes];
     // ctor_fields_offset: nothing below is cleared by mm_init.
     public RssStat Rss;
+    /// <summary>
+    /// The rss counters' place on the global percpu_counters list (the kernel keeps a
+    /// list_head in every percpu_counter for CPU hotplug, and percpu_counter_init_many
+    /// links them all under percpu_counters_lock); one node for the four here.
+    /// </summary>
+    public MmLike* CountersNext;
+    public MmLike* CountersPrev;
     public PerCpuPtr<MmCid> Cid;
     public fixed long PlainRss[Counters];
 }

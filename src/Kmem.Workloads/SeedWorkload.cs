@@ -9,22 +9,26 @@ namespace Kmem.Workloads;
 /// <param name="OpsPerSecond">Object lifetimes (alloc, init, use, teardown, free) per second, all threads.</param>
 /// <param name="Lifetimes">Lifetimes over the run, warm-up included (the denominator below).</param>
 /// <param name="AllocMutexAcquisitions">pcpu_alloc_mutex acquisitions over the run, warm-up and cold start included.</param>
+/// <param name="CountersLockAcquisitions">percpu_counters_lock acquisitions over the run (the second global lock of percpu_counter_init_many and percpu_counter_destroy_many): mm-like 2 per lifetime in the baseline.</param>
 /// <param name="AllocMutexContended">Of those, acquisitions that found the mutex held.</param>
 /// <param name="CheckFailures">Counters not back to zero at teardown, or group usage left after the run (must be 0).</param>
 /// <param name="Locks">Every lock of the run: the per-CPU allocator's, the cache's, the alternative's.</param>
 public sealed record SeedRunResult(
     string Workload, string Mode, int Threads, double OpsPerSecond, long Lifetimes,
     long AllocMutexAcquisitions, long AllocMutexContended, long CheckFailures,
-    IReadOnlyList<LockStatistics> Locks, double Seconds)
+    IReadOnlyList<LockStatistics> Locks, double Seconds, long CountersLockAcquisitions = 0)
 {
     public double AllocMutexAcquisitionsPerLifetime => Lifetimes == 0 ? 0 : (double)AllocMutexAcquisitions / Lifetimes;
+
+    /// <summary>percpu_counters_lock acquisitions per lifetime (mm-like only: the rss counters' list).</summary>
+    public double CountersLockAcquisitionsPerLifetime => Lifetimes == 0 ? 0 : (double)CountersLockAcquisitions / Lifetimes;
 }
 
 /// <summary>
 /// The seed series' two users (cover letter, patches 4 and 7), each object's lifetime
 /// as the kernel lives it, in four modes:
 /// <list type="bullet">
-/// <item>baseline: per-CPU memory allocated and freed in every lifetime (before the series): mm 2, tc 3 pcpu_alloc_mutex acquisitions;</item>
+/// <item>baseline: per-CPU memory allocated and freed in every lifetime (before the series): mm 2, tc 3 pcpu_alloc_mutex acquisitions, and for mm 2 of percpu_counters_lock (init and destroy of the rss counters);</item>
 /// <item>ctor-dtor: allocated by the slab constructor, freed by the destructor; mm's rss counters charged and uncharged per lifetime (patches 5-7);</item>
 /// <item>no-percpu: the same object with its counters and statistics as atomic fields (the floor);</item>
 /// <item>percpu-cache: the thread's alternative, a caching per-CPU allocator (<see cref="PerCpuAreaCache"/>).</item>
@@ -53,7 +57,7 @@ public static unsafe class SeedWorkload
         IReadOnlyList<LockStatistics> locks = run.LockStatistics();
         run.Finish();
         return new SeedRunResult(workload, mode, threads, measured / seconds, lifetimes,
-            pcpu.AllocMutex.Acquired, pcpu.AllocMutex.Contended, run.CheckFailures, locks, seconds);
+            pcpu.AllocMutex.Acquired, pcpu.AllocMutex.Contended, run.CheckFailures, locks, seconds, run.CountersLock.Acquired);
     }
 
     /// <summary>The state of one run: its allocator, cache, memory group and the lifetime it runs.</summary>
@@ -65,6 +69,8 @@ public static unsafe class SeedWorkload
         private readonly PerCpuAreaCache? _areas;
         private readonly MemoryGroup? _group;
         private long _checkFailures;
+        /// <summary>The global percpu_counters list, under <see cref="CountersLock"/>.</summary>
+        private MmLike* _countersList;
 
         public SeedRun(string workload, string mode, int threads)
         {
@@ -90,6 +96,14 @@ public static unsafe class SeedWorkload
         }
 
         public PerCpuAllocator Allocator { get; }
+
+        /// <summary>
+        /// percpu_counters_lock: the kernel's spinlock over the global list of per-CPU
+        /// counters, taken by percpu_counter_init_many and percpu_counter_destroy_many (the
+        /// thread's second global serialization point). A leaf: a destructor may take it.
+        /// One per run, so its count is the run's alone.
+        /// </summary>
+        public LeafSpinLock CountersLock { get; } = new("percpu_counters_lock");
 
         public long CheckFailures => Interlocked.Read(ref _checkFailures);
 
@@ -127,7 +141,7 @@ public static unsafe class SeedWorkload
 
         public List<LockStatistics> LockStatistics()
         {
-            var locks = new List<LockStatistics> { Allocator.AllocMutex.GetStatistics(), Allocator.AreaLock.GetStatistics() };
+            var locks = new List<LockStatistics> { Allocator.AllocMutex.GetStatistics(), Allocator.AreaLock.GetStatistics(), CountersLock.GetStatistics() };
             locks.AddRange(_cache.GetLockStatistics());
             if (_areas != null)
                 locks.AddRange(_areas.GetLockStatistics());
@@ -139,6 +153,11 @@ public static unsafe class SeedWorkload
         {
             _cache.Shrink();
             if (_group != null && _group.Usage != 0)
+                Interlocked.Increment(ref _checkFailures);
+            // Every thread has joined and every destructor has run: a counter still on the
+            // global list is an init without its destroy. Read without the lock, so the
+            // check adds no acquisition to the run's count.
+            if (_countersList != null)
                 Interlocked.Increment(ref _checkFailures);
         }
 
@@ -169,13 +188,43 @@ public static unsafe class SeedWorkload
                 Allocator.Free(mm->Cid);
                 return false;
             }
+            ListCounters(mm);
             return true;
         }
 
         private void MmDestruct(MmLike* mm)
         {
             Allocator.Free(mm->Cid);
+            UnlistCounters(mm);
             PerCpuCounter.DestroyMany(mm->Rss);
+        }
+
+        /// <summary>percpu_counter_init_many's second half: the counters go on the global list, under percpu_counters_lock.</summary>
+        private void ListCounters(MmLike* mm)
+        {
+            using (CountersLock.Scope())
+            {
+                mm->CountersPrev = null;
+                mm->CountersNext = _countersList;
+                if (_countersList != null)
+                    _countersList->CountersPrev = mm;
+                _countersList = mm;
+            }
+        }
+
+        /// <summary>percpu_counter_destroy_many's first half: off the global list, under percpu_counters_lock.</summary>
+        private void UnlistCounters(MmLike* mm)
+        {
+            using (CountersLock.Scope())
+            {
+                if (mm->CountersPrev != null)
+                    mm->CountersPrev->CountersNext = mm->CountersNext;
+                else
+                    _countersList = mm->CountersNext;
+                if (mm->CountersNext != null)
+                    mm->CountersNext->CountersPrev = mm->CountersPrev;
+                mm->CountersNext = mm->CountersPrev = null;
+            }
         }
 
         private MmLike* MmCreate()
@@ -188,6 +237,7 @@ public static unsafe class SeedWorkload
                 case "baseline":
                     mm->Cid = Allocator.Alloc<MmCid>();
                     PerCpuCounter.InitMany(mm->Rss, 0, Allocator, account: true);
+                    ListCounters(mm);
                     break;
                 case "ctor-dtor":
                     if (!PerCpuCounter.ChargeMany(mm->Rss))
@@ -196,6 +246,7 @@ public static unsafe class SeedWorkload
                 case "percpu-cache":
                     mm->Cid = _areas!.Alloc<MmCid>();
                     PerCpuCounter.InitManyOver(mm->Rss, _areas.Alloc<int>(MmLike.Counters));
+                    ListCounters(mm);   // caching the areas does not take the counters off the list
                     if (!MemoryGroup.Current!.TryCharge(RssChargeBytes))
                         throw new SlabAllocationException("mm rss_stat charge refused");
                     break;
@@ -259,12 +310,14 @@ public static unsafe class SeedWorkload
             {
                 case "baseline":
                     Allocator.Free(mm->Cid);
+                    UnlistCounters(mm);
                     PerCpuCounter.DestroyMany(mm->Rss);
                     break;
                 case "ctor-dtor":
                     PerCpuCounter.UnchargeMany(mm->Rss);
                     break;
                 case "percpu-cache":
+                    UnlistCounters(mm);
                     _areas!.Free(mm->Cid);
                     _areas.Free(PerCpuCounter.DetachMany(mm->Rss), MmLike.Counters);
                     MemoryGroup.Current!.Uncharge(RssChargeBytes);
