@@ -7,6 +7,82 @@ namespace Kmem.Tests;
 [Collection(nameof(GlobalStateCollection))]
 public unsafe class MemoryGroupTests
 {
+    [Fact]
+    public void Accounted_kmalloc_charges_and_uncharges_symmetrically_from_any_thread_and_every_door()
+    {
+        using var group = MemoryGroup.Root.CreateChild("kmalloc-cg", limit: 16 << 20);
+        var small = new nint[6];
+        nint large;
+        using (group.Enter())
+        {
+            for (int i = 0; i < small.Length; i++)
+                small[i] = (nint)Kmalloc.Alloc(100, KmallocFlags.Account | KmallocFlags.Zero);
+            large = (nint)Kmalloc.Alloc(100_000, KmallocFlags.Account);
+        }
+        Assert.All(small, p => Assert.Equal(0, *(long*)p));
+        Assert.Equal((nuint)128, Kmalloc.UsableSize((void*)small[0]));   // kmalloc-cg-128; the group id lives after the usable bytes
+        long each = (group.Usage - (long)Kmalloc.UsableSize((void*)large)) / small.Length;
+        Assert.True(each >= 128, $"charged {group.Usage}");
+        long usage = group.Usage;
+        void Freed(long bytes)
+        {
+            usage -= bytes;
+            Assert.Equal(usage, group.Usage);
+        }
+        var other = new Thread(() => Kmalloc.Free((void*)small[0]));   // from a thread outside the group
+        other.Start();
+        other.Join();
+        Freed(each);
+        Kmalloc.Free((void*)small[1]);
+        Freed(each);
+        Kmalloc.FreeNoLock((void*)small[2]);
+        Kmalloc.DrainDeferredFrees();
+        Freed(each);
+        Kmalloc.FreeRcu((void*)small[3]);
+        Rcu.Barrier();
+        Freed(each);
+        Kmalloc.FreeNoLock((void*)small[4]);
+        Kmalloc.Free((void*)small[5]);
+        Kmalloc.DrainDeferredFrees();
+        Freed(2 * each);
+        Kmalloc.Free((void*)large);
+        Assert.Equal(0, group.Usage);
+        Assert.Equal(0, Kmalloc.AccountedCaches.Sum(c => c.GetStatistics().ActiveObjects));
+    }
+
+    [Fact]
+    public void AllocNoLock_with_Account_over_the_limit_returns_null_and_charges_nothing()
+    {
+        using var group = MemoryGroup.Root.CreateChild("nolock-cg", limit: 64 << 10);
+        var taken = new List<nint>();
+        using (group.Enter())
+        {
+            // Up to the limit with ordinary accounted allocations; they also fill this
+            // thread's kmalloc-cg-1024 sheaf, so AllocNoLock finds an object below and only
+            // the charge can refuse it.
+            while (Kmalloc.TryAlloc(1000, KmallocFlags.Account, out void* p))
+            {
+                taken.Add((nint)p);
+                Assert.True(taken.Count < 1000, "the group's limit was never reached");
+            }
+            long usage = group.Usage;
+            Assert.True(usage <= group.Limit);
+            Assert.True(Kmalloc.AllocNoLock(1000, KmallocFlags.Account) == null);
+            Assert.Equal(usage, group.Usage);                               // the refusal charged nothing
+            var dirty = (byte*)Kmalloc.Alloc(1000);
+            new Span<byte>(dirty, 1000).Fill(0xAB);
+            Kmalloc.Free(dirty);                                            // on top of this thread's kmalloc-1024 sheaf
+            void* plain = Kmalloc.AllocNoLock(1000, KmallocFlags.Zero);     // not accounted: not refused
+            Assert.True(plain != null);
+            Assert.False(new ReadOnlySpan<byte>(plain, 1000).ContainsAnyExcept((byte)0));
+            Kmalloc.FreeNoLock(plain);
+        }
+        foreach (nint p in taken)
+            Kmalloc.FreeNoLock((void*)p);
+        Kmalloc.DrainDeferredFrees();
+        Assert.Equal(0, group.Usage);
+    }
+
     private static readonly SlabCacheOptions Accounted = new() { Flags = SlabFlags.Account | SlabFlags.NoMerge };
 
     [Fact]

@@ -6,7 +6,7 @@ using Kmem.Slab;
 namespace Kmem;
 
 /// <summary>
-/// The never-waiting paths behind <see cref="Kmalloc.AllocNoLock"/> and
+/// The never-waiting paths behind <see cref="Kmalloc.AllocNoLock(nuint, KmallocFlags)"/> and
 /// <see cref="Kmalloc.FreeNoLock"/> (seed 003). They must not: wait for or spin on a lock,
 /// wait for the reclaim thread, call a constructor, allocate managed or native memory, or
 /// call into the OS.
@@ -28,7 +28,7 @@ internal sealed unsafe partial class SlabCacheCore
     /// </summary>
     internal void* TryAllocNoLock(out bool busy)
     {
-        Debug.Assert(!_lifecycle && !_account && !_checked, "AllocNoLock is for plain caches");
+        Debug.Assert(!_lifecycle && !_checked, "AllocNoLock is for caches without constructors or checks");
         busy = ThreadSheafIsBusy();
         if (busy)
             return null;
@@ -85,6 +85,31 @@ internal sealed unsafe partial class SlabCacheCore
         if (_hooks != 0)
             BeforeFree(obj);
         return TryFreeFast(obj);
+    }
+
+    /// <summary>
+    /// The accounted caches' allocation hook for the never-waiting path: charges the
+    /// current group (a CAS on its per-CPU stock, else atomics on its counters; neither
+    /// waits) and returns <paramref name="obj"/>; over a limit, gives the object back
+    /// without waiting (this thread's sheaf, else the deferred list) and returns null, with
+    /// nothing charged.
+    /// </summary>
+    internal void* ChargeNoLock(void* obj)
+    {
+        Debug.Assert(_account, "not an accounted cache");
+        int* id = (int*)((byte*)obj + _groupOffset);
+        MemoryGroup? group = MemoryGroup.Current;
+        *id = 0;
+        if (group == null || group == MemoryGroup.Root)
+            return obj;
+        if (group.TryCharge(_layout.Stride))
+        {
+            *id = group.Online().Id;
+            return obj;
+        }
+        if (ThreadSheafIsBusy() || !TryFreeFast(obj))
+            DeferredFrees.Push(obj, _layout.FreeLinkOffset, Name);
+        return null;
     }
 
     /// <summary>This thread is inside this cache already (<see cref="SheafFastPath.IsBusy"/>).</summary>

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Kmem.PageLayer;
 using Kmem.Slab;
 
@@ -26,21 +27,36 @@ public static unsafe partial class Kmalloc
     /// (64 KiB slabs only: sizes up to 2 KiB). Free the memory with <see cref="FreeNoLock"/>
     /// or <see cref="Free"/>.
     /// </remarks>
-    public static void* AllocNoLock(nuint size)
+    public static void* AllocNoLock(nuint size) => AllocNoLock(size, KmallocFlags.None);
+
+    /// <summary>
+    /// <see cref="AllocNoLock(nuint)"/> with flags, as seed 003's kmalloc_nolock takes
+    /// __GFP_ACCOUNT and __GFP_ZERO. <see cref="KmallocFlags.Account"/> serves the size from
+    /// the accounted kmalloc-cg-N caches and charges the current group through its per-CPU
+    /// stock (compare-and-swap) or, when the stock cannot serve it, its counters (atomics):
+    /// nothing there waits. Over the group's limit the object goes back and the result is
+    /// null, with nothing charged. <see cref="KmallocFlags.Zero"/> clears every usable byte.
+    /// </summary>
+    public static void* AllocNoLock(nuint size, KmallocFlags flags)
     {
         PageReserve.Activate();
         if (size <= MaxCachedSize)
         {
+            SlabCacheCore[] caches = (flags & KmallocFlags.Account) != 0 ? s_accounted : s_caches;
             int c = s_classOf[(int)((size + 7) >> 3)];
-            void* p = s_caches[c].TryAllocNoLock(out bool busy);
-            if (p != null)
-                return p;
-            if (busy && c + 1 < s_caches.Length)
+            void* p = caches[c].TryAllocNoLock(out bool busy);
+            if (p == null && busy && c + 1 < caches.Length)
             {
                 Interlocked.Increment(ref s_noLockRetries);
-                p = s_caches[c + 1].TryAllocNoLock(out _);
-                if (p != null)
-                    return p;
+                p = caches[++c].TryAllocNoLock(out _);
+            }
+            if (p != null && (flags & KmallocFlags.Account) != 0)
+                p = caches[c].ChargeNoLock(p);
+            if (p != null)
+            {
+                if ((flags & KmallocFlags.Zero) != 0)
+                    NativeMemory.Clear(p, (nuint)caches[c].UsableSize);
+                return p;
             }
         }
         Interlocked.Increment(ref s_noLockNulls);
@@ -86,7 +102,7 @@ public static unsafe partial class Kmalloc
         DeferredFailures: DeferredFrees.Failures);
 }
 
-/// <summary>What <see cref="Kmalloc.AllocNoLock"/> and <see cref="Kmalloc.FreeNoLock"/> did since the process started.</summary>
+/// <summary>What <see cref="Kmalloc.AllocNoLock(nuint, KmallocFlags)"/> and <see cref="Kmalloc.FreeNoLock"/> did since the process started.</summary>
 /// <param name="AllocNulls">AllocNoLock calls that returned null.</param>
 /// <param name="BucketRetries">AllocNoLock calls that found their bucket busy (re-entered) and tried the next one.</param>
 /// <param name="ReserveSlabs">Slabs made from the page reserve.</param>

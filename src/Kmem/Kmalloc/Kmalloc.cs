@@ -24,16 +24,29 @@ public static unsafe partial class Kmalloc
     private static readonly int[] s_sizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
 
     /// <summary>The kmalloc-N caches' handles (never disposed), smallest first.</summary>
-    private static readonly SlabCache[] s_handles = CreateCaches();
+    private static readonly SlabCache[] s_handles = CreateCaches(accounted: false);
 
     /// <summary>Their cores, which the fast paths call straight (no handle hop).</summary>
     private static readonly SlabCacheCore[] s_caches = [.. s_handles.Select(h => h.Core)];
+
+    /// <summary>
+    /// The accounted kmalloc-cg-N caches (<see cref="KmallocFlags.Account"/>), separate as the
+    /// kernel's are so that charged and uncharged objects never share a slab. Their objects
+    /// keep the group's id in the word after them, so they are 8-byte aligned only: natural
+    /// alignment would double every power-of-two slot.
+    /// </summary>
+    private static readonly SlabCache[] s_accountedHandles = CreateCaches(accounted: true);
+
+    private static readonly SlabCacheCore[] s_accounted = [.. s_accountedHandles.Select(h => h.Core)];
 
     /// <summary>Size class index by (size + 7) / 8, as the kernel's size_index[] table.</summary>
     private static readonly byte[] s_classOf = BuildClassTable();
 
     /// <summary>The kmalloc-N caches, smallest first.</summary>
     public static IReadOnlyList<SlabCache> Caches => s_handles;
+
+    /// <summary>The accounted kmalloc-cg-N caches, smallest first.</summary>
+    public static IReadOnlyList<SlabCache> AccountedCaches => s_accountedHandles;
 
     /// <summary>Bytes of large allocations (above <see cref="MaxCachedSize"/>) live now.</summary>
     public static long LargeBytes => LargeBlocks.Bytes;
@@ -69,6 +82,37 @@ public static unsafe partial class Kmalloc
         void* p = cache.Alloc();
         NativeMemory.Clear(p, (nuint)cache.UsableSize);
         return p;
+    }
+
+    /// <summary>Allocates <paramref name="size"/> bytes as <paramref name="flags"/> ask (zeroed, accounted).</summary>
+    /// <exception cref="SlabAllocationException">No memory could be had, or the current group's limit refused the charge.</exception>
+    public static void* Alloc(nuint size, KmallocFlags flags)
+    {
+        TryAllocCore(size, flags, throwOnFailure: true, out void* p);
+        return p;
+    }
+
+    /// <summary>As <see cref="Alloc(nuint, KmallocFlags)"/>; false when no memory could be had or the charge was refused.</summary>
+    public static bool TryAlloc(nuint size, KmallocFlags flags, out void* p) => TryAllocCore(size, flags, throwOnFailure: false, out p);
+
+    private static bool TryAllocCore(nuint size, KmallocFlags flags, bool throwOnFailure, out void* p)
+    {
+        bool zero = (flags & KmallocFlags.Zero) != 0;
+        if (size > MaxCachedSize)
+        {
+            p = (flags & KmallocFlags.Account) != 0
+                ? AllocLargeAccounted(size, throwOnFailure, zero)
+                : AllocLarge(size, throwOnFailure, zero);
+            return p != null;
+        }
+        SlabCacheCore cache = ((flags & KmallocFlags.Account) != 0 ? s_accounted : s_caches)[s_classOf[(int)((size + 7) >> 3)]];
+        if (throwOnFailure)
+            p = cache.Alloc();
+        else if (!cache.TryAlloc(out p))
+            return false;
+        if (zero)
+            NativeMemory.Clear(p, (nuint)cache.UsableSize);
+        return true;
     }
 
     /// <summary>Frees memory from any Kmalloc call (or any slab cache object, as kfree does). Null is a no-op.</summary>
@@ -164,20 +208,47 @@ public static unsafe partial class Kmalloc
         return block;
     }
 
+    /// <summary>A large block charged to the current group (memcg_kmem_charge_page); the charge is released by <see cref="LargeBlocks.Free"/>.</summary>
+    private static void* AllocLargeAccounted(nuint size, bool throwOnFailure, bool zero)
+    {
+        MemoryGroup? group = MemoryGroup.Current;
+        if (group == null || group == MemoryGroup.Root)
+            return AllocLarge(size, throwOnFailure, zero);
+        void* block = AllocLarge(size, throwOnFailure, zero);
+        if (block == null)
+            return null;
+        SlabHeader* h = PageMap.Lookup(block);
+        if (group.TryCharge((long)h->BlockSize, out MemoryGroup? refusedBy))
+        {
+            h->LargeGroupId = group.Online().Id;
+            return block;
+        }
+        LargeBlocks.Free(block, h);
+        if (throwOnFailure)
+        {
+            throw new SlabAllocationException("kmalloc-large", AllocationFailure.GroupLimit, size,
+                $"memory group '{refusedBy!.Name}' would pass its limit of {refusedBy.Limit} bytes (usage {refusedBy.Usage})");
+        }
+        return null;
+    }
+
     /// <summary>The RCU callback of <see cref="FreeRcu"/>: a function pointer, so queuing allocates nothing and the RCU layer does not call up into Kmalloc.</summary>
     private static void FreeAfterGracePeriod(nint p) => Free((void*)p);
 
-    private static SlabCache[] CreateCaches()
+    private static SlabCache[] CreateCaches(bool accounted)
     {
         var caches = new SlabCache[s_sizes.Length];
         for (int i = 0; i < s_sizes.Length; i++)
         {
             int size = s_sizes[i];
-            // Natural alignment for powers of two, as the kernel guarantees (up to a page).
-            int align = int.IsPow2(size) ? Math.Min(size, OsMemory.PageSize) : 8;
+            // Natural alignment for powers of two, as the kernel guarantees (up to a page);
+            // 8 for the accounted caches (see s_accountedHandles).
+            int align = int.IsPow2(size) && !accounted ? Math.Min(size, OsMemory.PageSize) : 8;
             // Never merged, as the kernel's hardened kmalloc caches: their statistics and
             // Free's address checks stay theirs alone.
-            caches[i] = SlabCache.Create($"kmalloc-{size}", size, new SlabCacheOptions { Align = align, Flags = SlabFlags.NoMerge });
+            caches[i] = accounted
+                ? SlabCache.Create($"kmalloc-cg-{size}", size, new SlabCacheOptions { Align = align, Flags = SlabFlags.NoMerge | SlabFlags.Account })
+                : SlabCache.Create($"kmalloc-{size}", size, new SlabCacheOptions { Align = align, Flags = SlabFlags.NoMerge });
         }
         return caches;
     }

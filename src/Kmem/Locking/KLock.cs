@@ -44,7 +44,7 @@ public sealed class KLock : NamedLock
     }
 
     /// <summary>
-    /// The try-lock of a path that must never wait (<see cref="Kmalloc.AllocNoLock"/>):
+    /// The try-lock of a path that must never wait (<see cref="Kmalloc.AllocNoLock(nuint, KmallocFlags)"/>):
     /// false when anybody holds the lock, this thread included (it re-entered the allocator
     /// from under it, where taking it again would corrupt what the outer frame is changing).
     /// Not checked against the lock order: a lock that is never waited for cannot deadlock,

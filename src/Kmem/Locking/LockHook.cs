@@ -13,7 +13,7 @@ public enum LockHookPoint
 /// A debug hook for fuzzing re-entry, after the one the kmalloc_nolock() author fuzzed his
 /// patches with: <see cref="Callback"/> runs at every point where an allocator lock is about
 /// to be taken or released, on the thread doing it. From it a test may call
-/// <see cref="Kmalloc.AllocNoLock"/> and <see cref="Kmalloc.FreeNoLock"/>, as an interrupt or
+/// <see cref="Kmalloc.AllocNoLock(nuint, KmallocFlags)"/> and <see cref="Kmalloc.FreeNoLock"/>, as an interrupt or
 /// a tracing hook would. It never runs inside itself. Unset (null) it costs one load and
 /// a branch per lock operation.
 /// </summary>

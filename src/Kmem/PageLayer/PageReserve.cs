@@ -2,7 +2,7 @@ namespace Kmem.PageLayer;
 
 /// <summary>
 /// A few slab blocks mapped ahead for allocations that must never wait
-/// (<see cref="Kmalloc.AllocNoLock"/>), the role of the kernel's per-CPU page lists for
+/// (<see cref="Kmalloc.AllocNoLock(nuint, KmallocFlags)"/>), the role of the kernel's per-CPU page lists for
 /// alloc_pages_nolock(). Taking one is an atomic exchange on a slot: no lock, no system
 /// call, no allocation (the blocks' page-map leaves exist already). Refilled by the
 /// reclaim thread, which normal slow paths kick when the reserve is short.

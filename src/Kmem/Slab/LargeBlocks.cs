@@ -63,6 +63,8 @@ internal static unsafe class LargeBlocks
     public static void Free(void* p, SlabHeader* h)
     {
         Check(p, h);
+        if (h->LargeGroupId != 0)
+            MemoryGroup.TryFromId(h->LargeGroupId)?.Uncharge((long)h->BlockSize);   // never waits: atomics and a CAS
         PageMap.Clear(h->Block, h->BlockSize);
         Pages.FreeBlock(h->Block, h->BlockSize);
         Interlocked.Add(ref s_bytes, -(long)h->BlockSize);

@@ -53,6 +53,13 @@ internal unsafe struct SlabHeader
     public SlabHeader* Prev;
     public SlabHeader* Next;
 
+    /// <summary>Large blocks: the id of the memory group charged for the block (0: none), in the word slabs use for <see cref="InUse"/>.</summary>
+    public int LargeGroupId
+    {
+        readonly get => InUse;
+        set => InUse = value;
+    }
+
     /// <summary>
     /// An empty slab of a TypesafeByRcu cache waiting for its grace period: the
     /// <see cref="Rcu.GetState"/> cookie taken when it was unlinked (under list_lock). Kept
