@@ -51,6 +51,28 @@ public unsafe class MemoryGroupTests
     }
 
     [Fact]
+    public void Realloc_keeps_accounted_memory_accounted_up_and_down_across_the_large_boundary()
+    {
+        using var group = MemoryGroup.Root.CreateChild("realloc-cg", limit: 16 << 20);
+        byte* p;
+        using (group.Enter())
+        {
+            p = (byte*)Kmalloc.Alloc(40, KmallocFlags.Account);
+            for (int i = 0; i < 40; i++)
+                p[i] = (byte)i;
+            foreach (nuint size in new nuint[] { 300, 5000, 70_000, 600 })
+            {
+                p = (byte*)Kmalloc.Realloc(p, size);
+                Assert.True(group.Usage >= (long)size, $"{size} B: usage {group.Usage}");
+            }
+        }
+        for (int i = 0; i < 40; i++)
+            Assert.Equal((byte)i, p[i]);
+        Kmalloc.Free(p);
+        Assert.Equal(0, group.Usage);
+    }
+
+    [Fact]
     public void AllocNoLock_with_Account_over_the_limit_returns_null_and_charges_nothing()
     {
         using var group = MemoryGroup.Root.CreateChild("nolock-cg", limit: 64 << 10);

@@ -142,6 +142,9 @@ internal sealed unsafe partial class SlabCacheCore
 
     internal bool IsChecked => _checked;
 
+    /// <summary>True for a SlabFlags.Account cache (its objects are charged to a memory group).</summary>
+    internal bool IsAccounted => _account;
+
     /// <summary>Where an object of this cache can carry the deferred-free link without touching its constructed bytes.</summary>
     internal int FreeLinkOffset => _layout.FreeLinkOffset;
 }

@@ -182,10 +182,19 @@ public static unsafe partial class Kmalloc
         nuint usable = UsableSize(p);
         if (size <= usable && size > usable / 2)
             return p;
-        void* fresh = Alloc(size);
+        // An accounted block stays accounted (krealloc passes its gfp on): the new one is
+        // charged to the current group, the old one uncharged by its free.
+        void* fresh = Alloc(size, IsAccounted(p) ? KmallocFlags.Account : KmallocFlags.None);
         Buffer.MemoryCopy(p, fresh, size, Math.Min(usable, size));
         Free(p);
         return fresh;
+    }
+
+    /// <summary>True when <paramref name="p"/> (checked by <see cref="UsableSize"/> already) is accounted memory.</summary>
+    private static bool IsAccounted(void* p)
+    {
+        SlabHeader* h = PageMap.Lookup(p);
+        return h->Kind == BlockKind.Slab ? SlabCacheRegistry.Get(h->CacheIndex).IsAccounted : h->LargeGroupId != 0;
     }
 
     /// <summary>
