@@ -73,16 +73,6 @@ internal static unsafe class ThreadSlot
         }
     }
 
-    /// <summary>Sheaves retired and not freed yet (for tests and statistics).</summary>
-    public static int RetiredCount
-    {
-        get
-        {
-            using (s_lock.Scope())
-                return s_retired.Sum(l => l?.Count ?? 0);
-        }
-    }
-
     private static void FreeRetired(int id)
     {
         List<nint>? list;
