@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compares the fast paths of two commits of Kmem in one process:
-#   bench/compare-builds.sh BASE [HEAD] [MODE...]    (MODE: slab kmalloc batch; default all)
+#   bench/compare-builds.sh BASE [HEAD] [MODE...]    (MODE: slab kmalloc batch klock; default the first three)
 # Each commit is checked out into a temporary worktree, the harness (bench/Kmem.BuildCompare/
 # Harness) is built against it, and Kmem.BuildCompare loads both builds into two load
 # contexts and times them in alternating rounds, so machine drift hits both alike. It prints

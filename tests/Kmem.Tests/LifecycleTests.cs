@@ -320,7 +320,7 @@ public unsafe class LifecycleTests
         Assert.True(s.SlabsFreedByReclaim > 0);
         Assert.Equal(0, s.SlabsFreedByShrink);
         Assert.Equal(s.ConstructorCalls - s.DestructorCalls, s.TotalObjects);
-        Assert.Equal(["kmem-reclaim"], t.DestructorThreads.Values.Distinct());
+        Assert.All(t.DestructorThreads.Values, name => Assert.StartsWith("kmem-reclaim", name));   // a worker (the first, or one that took over from a stuck one)
         cache.Shrink();
         Assert.Equal(0, cache.GetStatistics().Slabs);
         Assert.True(cache.GetStatistics().SlabsFreedByShrink > 0);

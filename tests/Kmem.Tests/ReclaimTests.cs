@@ -29,7 +29,7 @@ public unsafe class ReclaimTests
             Assert.True(Eventually(() => Reclaim.GetStatistics().IdleTrims >= start.IdleTrims + 2),
                 $"idle trims {start.IdleTrims} -> {Reclaim.GetStatistics().IdleTrims}");
             Assert.Equal(t.Constructed, t.Destructed);
-            Assert.Equal(["kmem-reclaim"], t.DestructorThreads.Values.Distinct());
+            Assert.All(t.DestructorThreads.Values, name => Assert.StartsWith("kmem-reclaim", name));   // a worker (the first, or one that took over from a stuck one)
             // Still usable after the trim.
             plain.Free(plain.Alloc());
         }

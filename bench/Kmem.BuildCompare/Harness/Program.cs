@@ -15,6 +15,7 @@ public static unsafe class Loop
             case "slab": Slab(n); break;
             case "kmalloc": Kmalloc64(n); break;
             case "batch": Batch(n); break;
+            case "klock": KLockPair(n); break;
         }
         return sw.Elapsed.TotalNanoseconds / n;
     }
@@ -41,6 +42,20 @@ public static unsafe class Loop
         {
             for (int j = 0; j < 1024; j++) held[j] = (nint)cache.Alloc();
             for (int j = 0; j < 1024; j++) cache.Free((void*)held[j]);
+        }
+    }
+
+    private static readonly Kmem.Locking.KLock s_lock = new("fph-lock");
+
+    /// <summary>An uncontended KLock Enter+Exit: the slow paths' lock cost, validator off (Release).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void KLockPair(long n)
+    {
+        Kmem.Locking.KLock l = s_lock;
+        for (long i = 0; i < n; i++)
+        {
+            l.Enter();
+            l.Exit();
         }
     }
 

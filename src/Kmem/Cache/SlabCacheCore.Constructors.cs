@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using Kmem.Diagnostics;
 using Kmem.Locking;
 using Kmem.Slab;
 
@@ -95,32 +96,32 @@ internal sealed unsafe partial class SlabCacheCore
         if (k == 0 || (_dtor == null && _batchDtor == null))
             return null;
         Exception? first = null;
+        // On a reclaim worker, every call is watched (Diagnostics/Watchdog.cs): a few stores per call.
+        CallbackWatch? watch = CallbackWatch.t_current;
+        string holding = watch == null ? "" : $"sheaf_drain of cache '{Name}'";
+        nint[] objects = ArrayPool<nint>.Shared.Rent(k);
         LockValidator.Region region = LockValidator.EnterRegion($"destructor of cache '{Name}'", leafOnly: true, owner: this);
         try
         {
+            CollectConstructed(slab, objects, k);
             if (_batchDtor != null)
             {
-                nint[] objects = ArrayPool<nint>.Shared.Rent(k);
+                watch?.Enter(CallbackKind.Destructor, Name, this, objects[0], k, holding);
                 try
                 {
-                    CollectConstructed(slab, objects, k);
                     _batchDtor(new ReadOnlySpan<nint>(objects, 0, k));
                 }
                 catch (Exception e)
                 {
                     first = e;
                 }
-                finally
-                {
-                    ArrayPool<nint>.Shared.Return(objects);
-                }
+                watch?.Exit();
             }
             else
             {
-                nint[] objects = ArrayPool<nint>.Shared.Rent(k);
-                CollectConstructed(slab, objects, k);
                 for (int i = 0; i < k; i++)
                 {
+                    watch?.Enter(CallbackKind.Destructor, Name, this, objects[i], 1, holding);
                     try
                     {
                         _dtor!((void*)objects[i]);
@@ -129,13 +130,14 @@ internal sealed unsafe partial class SlabCacheCore
                     {
                         first ??= e;
                     }
+                    watch?.Exit();
                 }
-                ArrayPool<nint>.Shared.Return(objects);
             }
         }
         finally
         {
             LockValidator.ExitRegion(region);
+            ArrayPool<nint>.Shared.Return(objects);
         }
         Interlocked.Add(ref _dtorCalls, k);
         return first;

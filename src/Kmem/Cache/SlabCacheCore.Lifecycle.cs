@@ -108,23 +108,27 @@ internal sealed unsafe partial class SlabCacheCore
     /// The reclaim thread's work on this cache: empty slabs beyond the reserve and slabs
     /// whose grace period ended (<see cref="ReclaimMode.Excess"/>), or every parked object
     /// and every empty slab (<see cref="ReclaimMode.Trim"/>). Destructor calls are charged
-    /// to <paramref name="budget"/>; <paramref name="freedSlabs"/> went back to the page
-    /// layer in this call (a TypesafeByRcu slab emptied here only begins its grace period,
-    /// and counts when a later pass frees it). Returns true when work is left for another pass.
+    /// to <paramref name="budget"/>; the outcome's FreedSlabs went back to the page layer in
+    /// this call (a TypesafeByRcu slab emptied here only begins its grace period, and counts
+    /// when a later pass frees it). sheaf_drain is only tried: when somebody holds it (a
+    /// Shrink or Dispose, or a reclaim worker stuck in this cache's destructor) the cache is
+    /// skipped, Busy, so one stuck cache never stops reclaim of the others.
     /// </summary>
-    internal bool ReclaimWork(ReclaimMode mode, ref long budget, out long freedSlabs, out Exception? failure)
+    internal ReclaimOutcome ReclaimWork(ReclaimMode mode, ref long budget)
     {
-        failure = null;
-        freedSlabs = 0;
         if (mode == ReclaimMode.Excess
             && (!_lifecycle || Volatile.Read(ref _emptyCount) <= _minEmptySlabs)
             && Volatile.Read(ref _rcuWaitingCount) == 0)
-            return false;
+            return default;
+        if (!_drainLock.TryEnter())
+            return new ReclaimOutcome(More: false, FreedSlabs: 0, Failure: null, Busy: true);
         bool more;
-        using (_drainLock.Scope())
+        long freedSlabs;
+        Exception? failure;
+        try
         {
             if (_disposed)
-                return false;
+                return default;
             SlabHeader* release = null;
             if (mode == ReclaimMode.Trim)
                 DrainSheaves(ref release);
@@ -151,13 +155,20 @@ internal sealed unsafe partial class SlabCacheCore
                 freedSlabs += freedRipe;
             }
         }
+        finally
+        {
+            _drainLock.Exit();
+        }
         FlushReports();
         if (_lifecycle)
             budget -= freedSlabs * _layout.Objects;
-        return more;
+        return new ReclaimOutcome(more, freedSlabs, failure, Busy: false);
     }
 
     internal long Activity => Volatile.Read(ref _activity);
+
+    /// <summary>The watchdog found one of this cache's destructor calls past the budget.</summary>
+    internal void CountDestructorStall() => Interlocked.Increment(ref _destructorStalls);
 
     /// <summary>Empty slabs of a TypesafeByRcu cache waiting for their grace period now (racy read).</summary>
     internal long SlabsAwaitingGracePeriod => Volatile.Read(ref _rcuWaitingCount);
@@ -197,7 +208,8 @@ internal sealed unsafe partial class SlabCacheCore
                 Aliases: Math.Max(0, _handles.Count - 1),
                 DoubleFrees: _doubleFrees,
                 FreeListRepairs: _freeListRepairs,
-                LeakedObjects: Volatile.Read(ref _leakedObjects));
+                LeakedObjects: Volatile.Read(ref _leakedObjects),
+                DestructorStalls: Volatile.Read(ref _destructorStalls));
         }
     }
 

@@ -157,6 +157,8 @@ internal sealed unsafe partial class SlabCacheCore
     private long _ctorCalls;
     private long _ctorFailures;
     private long _dtorCalls;
+    /// <summary>Destructor calls the watchdog found running past <see cref="Reclaim.StallBudget"/>.</summary>
+    private long _destructorStalls;
     /// <summary>Objects still live when the cache was disposed (their slabs stay mapped).</summary>
     private long _leakedObjects;
 

@@ -27,6 +27,7 @@ namespace Kmem;
 /// <param name="DoubleFrees">Frees dropped because the object was already free in its slab (a double free that reached the slab; each also reported to <see cref="SlabReports"/>). Double frees thrown at their caller are counted too.</param>
 /// <param name="FreeListRepairs">Slab free lists found corrupted (a write after free) and rebuilt from the slab's bitmap.</param>
 /// <param name="LeakedObjects">Objects still live when the cache was disposed; their slabs stay mapped.</param>
+/// <param name="DestructorStalls">Destructor calls on a reclaim worker that ran past <see cref="Reclaim.StallBudget"/> (each also reported to <see cref="SlabReports"/> as a <see cref="SlabReportKind.CallbackStall"/>).</param>
 /// <param name="SlabsAwaitingGracePeriod">Empty slabs of a TypesafeByRcu cache waiting for an RCU grace period before their memory is returned (counted in BytesHeld, not in Slabs).</param>
 public readonly record struct SlabCacheStatistics(
     long ActiveObjects,
@@ -52,7 +53,8 @@ public readonly record struct SlabCacheStatistics(
     long SlabsAwaitingGracePeriod = 0,
     long DoubleFrees = 0,
     long FreeListRepairs = 0,
-    long LeakedObjects = 0)
+    long LeakedObjects = 0,
+    long DestructorStalls = 0)
 {
     /// <summary>Constructions that succeeded: each is matched by exactly one destructor call once its slab is freed.</summary>
     public long ConstructedObjects => ConstructorCalls - ConstructorFailures;

@@ -13,6 +13,12 @@ public enum SlabReportKind
     DestructorFailed,
     /// <summary>A free that ran later than its call (a deferred or RCU free) was refused.</summary>
     DeferredFreeFailed,
+    /// <summary>
+    /// A destructor, shrinker or RCU callback Kmem runs on its own thread has not returned
+    /// within <see cref="Reclaim.StallBudget"/>: reported once per call, with the time so far
+    /// (<see cref="SlabReport.Elapsed"/>). Reclaim goes on for every other cache.
+    /// </summary>
+    CallbackStall,
 }
 
 /// <summary>
@@ -21,12 +27,13 @@ public enum SlabReportKind
 /// SLUB's <c>slab_err</c>/<c>object_err</c> print and go on.
 /// </summary>
 /// <param name="Kind">What happened.</param>
-/// <param name="CacheName">The cache it happened in.</param>
+/// <param name="CacheName">The cache it happened in (for a <see cref="SlabReportKind.CallbackStall"/>: the cache, the shrinker or the callback).</param>
 /// <param name="Address">The object (or the first of them), 0 when there is none.</param>
 /// <param name="Message">The report, naming the cache and the address.</param>
 /// <param name="Objects">For a leak: the live objects found (at most 16); else the address alone or empty.</param>
 /// <param name="Count">How many objects the report covers (a leak's live count).</param>
-public sealed record SlabReport(SlabReportKind Kind, string CacheName, nint Address, string Message, IReadOnlyList<nint> Objects, long Count);
+/// <param name="Elapsed">For a <see cref="SlabReportKind.CallbackStall"/>: how long the call had run when reported; else zero.</param>
+public sealed record SlabReport(SlabReportKind Kind, string CacheName, nint Address, string Message, IReadOnlyList<nint> Objects, long Count, TimeSpan Elapsed = default);
 
 /// <summary>
 /// Where the allocator's reports go: an event to subscribe to and counters to read.

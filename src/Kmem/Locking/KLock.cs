@@ -3,8 +3,9 @@ namespace Kmem.Locking;
 /// <summary>
 /// A named mutex (kernel: a mutex or a non-leaf spinlock with a lockdep class). The name
 /// is the lock class in the lock order of docs/design.md. Acquisitions, contention and
-/// wait times are counted under the lock itself, so counting costs no atomic. With
-/// <see cref="LockValidator"/> on, every acquisition is checked against the lock rules.
+/// wait times are counted under the lock itself, so counting costs no atomic. In every
+/// build, taking it inside a leaf-only region (a destructor) throws; with
+/// <see cref="LockValidator"/> on, every acquisition is checked against all the lock rules.
 /// </summary>
 /// <remarks>Not a leaf: locks may be taken while it is held, so a destructor may not take it.</remarks>
 public sealed class KLock : NamedLock
@@ -22,6 +23,7 @@ public sealed class KLock : NamedLock
     public override void Enter()
     {
         LockHook.Run(this, LockHookPoint.Acquiring);
+        LockValidator.CheckLeafOnlyRegion(this);
         Validate(tryLock: false);
         if (!_lock.TryEnter())
         {
@@ -36,6 +38,7 @@ public sealed class KLock : NamedLock
     public override bool TryEnter()
     {
         LockHook.Run(this, LockHookPoint.Acquiring);
+        LockValidator.CheckLeafOnlyRegion(this);
         Validate(tryLock: true);
         if (!_lock.TryEnter())
             return false;

@@ -14,10 +14,21 @@ namespace Kmem.Locking;
 /// <item>two classes taken in both orders (a possible ABBA deadlock), with both chains;</item>
 /// <item>allocation from a cache inside its own destructor.</item>
 /// </list>
-/// On in Debug builds, or with the AppContext switch <c>Kmem.LockValidation</c> (or the
-/// environment variable <c>KMEM_LOCK_VALIDATION=1</c>); off, every hook is a branch on a
-/// static readonly field that the JIT folds away.
+/// The full validator is on in Debug builds, or with the AppContext switch
+/// <c>Kmem.LockValidation</c> (or the environment variable <c>KMEM_LOCK_VALIDATION=1</c>);
+/// off, its hooks are a branch on a static readonly field that the JIT folds away.
+/// One rule is checked in every build: no <see cref="KLock"/> inside a leaf-only region
+/// (a destructor), which costs one thread-static read per <see cref="KLock"/> acquisition
+/// (<see cref="CheckLeafOnlyRegion"/>).
 /// </summary>
+/// <remarks>
+/// Blind spot: the validator sees Kmem's own locks only. A destructor that takes a
+/// <c>lock (...)</c> (<see cref="Monitor"/>), a <see cref="System.Threading.Lock"/>, a
+/// <see cref="SemaphoreSlim"/>, waits on an event or does I/O passes every check; if it
+/// blocks, the watchdog (<see cref="Reclaim.StallBudget"/>) reports it and reclaim goes on
+/// around it. Use <see cref="LeafSpinLock"/> in destructors, and run
+/// <see cref="Diagnostics.LifecycleCheck.RunAll(TimeSpan)"/> in tests.
+/// </remarks>
 public static class LockValidator
 {
     /// <summary>True when locks are validated (fixed at startup).</summary>
@@ -31,6 +42,8 @@ public static class LockValidator
     [ThreadStatic] private static IValidatedLock?[]? t_held;
     [ThreadStatic] private static int t_depth;
     [ThreadStatic] private static Region? t_region;
+    /// <summary>Leaf-only regions this thread is inside (always kept, in every build): the one thread-static the always-on check reads.</summary>
+    [ThreadStatic] private static int t_leafOnlyDepth;
 
     /// <summary>Edges A→B of the class order seen so far, with the chain that first showed each.</summary>
     private static readonly ConcurrentDictionary<(string From, string To), string> s_edges = new();
@@ -61,11 +74,7 @@ public static class LockValidator
             if (ReferenceEquals(h, taken) || h.ClassName == taken.ClassName)
                 Report($"recursive locking: lock '{taken.ClassName}' taken while a lock of the same class is held", h.ClassName, taken.ClassName);
         }
-        for (Region? r = t_region; r != null; r = r.Parent)
-        {
-            if (r.LeafOnly && !taken.IsLeaf)
-                Report($"non-leaf lock '{taken.ClassName}' taken inside {r.Description}, where only leaf locks may be taken", r.Description, taken.ClassName);
-        }
+        // (A non-leaf lock inside a leaf-only region is checked in every build, by CheckLeafOnlyRegion.)
         if (!tryLock && t_depth > 0)
             RecordOrder(held[t_depth - 1]!, taken);
     }
@@ -95,11 +104,13 @@ public static class LockValidator
         throw new InvalidOperationException($"lock validator: '{released.ClassName}' released by a thread that does not hold it");
     }
 
-    /// <summary>Enters a region: leaf-only (destructors) or not (constructors); regions nest.</summary>
+    /// <summary>Enters a region: leaf-only (destructors) or not (constructors); regions nest. Kept in every build.</summary>
     internal static Region EnterRegion(string description, bool leafOnly, object? owner)
     {
         var r = new Region(description, leafOnly, owner, t_region);
         t_region = r;
+        if (leafOnly)
+            t_leafOnlyDepth++;
         return r;
     }
 
@@ -107,6 +118,29 @@ public static class LockValidator
     {
         System.Diagnostics.Debug.Assert(ReferenceEquals(t_region, r), "regions exited out of order");
         t_region = r.Parent;
+        if (r.LeafOnly)
+            t_leafOnlyDepth--;
+    }
+
+    /// <summary>
+    /// The always-on rule, for a non-leaf lock about to be taken: throws if this thread is
+    /// inside a leaf-only region. Cost when it passes: one thread-static read and a branch.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static void CheckLeafOnlyRegion(IValidatedLock taken)
+    {
+        if (t_leafOnlyDepth != 0)
+            ReportInLeafOnlyRegion(taken);
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void ReportInLeafOnlyRegion(IValidatedLock taken)
+    {
+        Region r = t_region!;
+        while (!r.LeafOnly)
+            r = r.Parent!;
+        Report($"non-leaf lock '{taken.ClassName}' taken inside {r.Description}, where only leaf locks may be taken", r.Description, taken.ClassName);
     }
 
     /// <summary>The innermost region of this thread whose owner is <paramref name="owner"/>, if any.</summary>

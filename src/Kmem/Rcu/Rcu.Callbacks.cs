@@ -93,6 +93,13 @@ public static partial class Rcu
 
     private static void CallbackLoop()
     {
+        // Callbacks run in order, so a stuck one holds up every later one: the watchdog reports it.
+        var watch = new Diagnostics.CallbackWatch(Thread.CurrentThread, "the RCU callback thread")
+        {
+            OnStall = _ => "every callback queued after it waits (they run in order, as call_rcu's do), and so does Rcu.Barrier",
+        };
+        Diagnostics.CallbackWatch.t_current = watch;
+        Diagnostics.Watchdog.Watch(watch);
         while (true)
         {
             List<RcuWork>? batch = null;
@@ -112,7 +119,7 @@ public static partial class Rcu
             // Every callback of the batch was queued before this grace period began.
             Synchronize();
             foreach (RcuWork work in batch)
-                Invoke(work);
+                Invoke(work, watch);
             Interlocked.Increment(ref s_batches);
             batch.Clear();
             s_spare = batch;
@@ -131,8 +138,9 @@ public static partial class Rcu
             Volatile.Write(ref s_sleeping, 0);
     }
 
-    private static unsafe void Invoke(RcuWork work)
+    private static unsafe void Invoke(RcuWork work, Diagnostics.CallbackWatch watch)
     {
+        watch.Enter(Diagnostics.CallbackKind.RcuCallback, (object?)work.Action ?? "a Kmalloc.FreeRcu free", null, work.Action == null ? work.Argument : 0, 0, "");
         try
         {
             if (work.Action != null)
@@ -147,6 +155,7 @@ public static partial class Rcu
         }
         finally
         {
+            watch.Exit();
             // After the callback: Barrier's "none pending" test must not pass while one runs.
             Interlocked.Increment(ref s_invoked);
         }

@@ -18,20 +18,37 @@ namespace Kmem;
 /// Destructor calls per pass are bounded by <see cref="DestructorBudget"/>; work left over
 /// runs in the next pass, at once, so one cache of millions of objects cannot stall it.
 /// </summary>
+/// <remarks>
+/// A destructor or shrinker that blocks cannot stall it either. The thread is a worker
+/// ("kmem-reclaim"), watched by the <see cref="Diagnostics.Watchdog"/>: a callback that runs
+/// past <see cref="StallBudget"/> is reported, and a new worker takes over the loop while
+/// the stuck one stays in its callback (at most <see cref="MaxStalledWorkers"/> of them).
+/// The new worker skips the stuck cache, whose sheaf_drain the stuck worker holds
+/// (<see cref="SlabCacheCore.ReclaimWork"/> only tries it), and the stuck shrinker, which is
+/// marked running. A stuck worker whose callback returns finishes that cache and exits.
+/// </remarks>
 public static class Reclaim
 {
     private const int ShrinkBatch = 128;   // SHRINK_BATCH
 
-    // reclaim_gate: thread start and the pass counters, with Monitor.Wait/PulseAll. Outside
-    // the lock order: nothing is taken or called while it is held.
+    /// <summary>Workers left stuck in a callback at once; past this, a stall is reported but no worker is started.</summary>
+    public const int MaxStalledWorkers = 4;
+
+    // reclaim_gate: worker start and hand-over, and the pass counters, with
+    // Monitor.Wait/PulseAll. Outside the lock order: nothing is taken or called while it is held.
     private static readonly object s_gate = new();
     private static readonly AutoResetEvent s_wake = new(false);
+    /// <summary>The worker that runs the loop now (under reclaim_gate; read racily by the worker to see it was replaced).</summary>
     private static Thread? s_thread;
+    /// <summary>Workers replaced while stuck and not exited yet (under reclaim_gate).</summary>
+    private static int s_stalledWorkers;
+    private static int s_workersStarted;
+    [ThreadStatic] private static bool t_isWorker;
     private static int s_kicked;
     private static int s_pressureRequested;
     private static long s_passesStarted;
     private static long s_passesCompleted;
-    private static ImmutableArray<IShrinker> s_shrinkers = [];
+    private static ImmutableArray<ShrinkerEntry> s_shrinkers = [];
 
     private static long s_pressurePasses;
     private static long s_idleTrims;
@@ -41,6 +58,8 @@ public static class Reclaim
     private static long s_allocationWaits;
     private static long s_allocationWaitTimeouts;
     private static long s_failures;
+    private static long s_cachesSkippedBusy;
+    private static long s_shrinkersSkippedBusy;
     private static Exception? s_lastFailure;
     private static int s_rotor;
 
@@ -52,6 +71,23 @@ public static class Reclaim
 
     /// <summary>Destructor calls one pass may make over all caches (at least one slab's worth). Default 65536.</summary>
     public static long DestructorBudget { get; set; } = 65536;
+
+    /// <summary>
+    /// How long a destructor, shrinker or RCU callback on a Kmem thread may run before the
+    /// watchdog reports it and reclaim goes on without it. Default 1 s (the kernel's soft
+    /// lockup threshold is 20 s, but a destructor is a few frees).
+    /// </summary>
+    public static TimeSpan StallBudget
+    {
+        get => TimeSpan.FromTicks(Volatile.Read(ref s_stallBudgetTicks));
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(value, TimeSpan.Zero);
+            Volatile.Write(ref s_stallBudgetTicks, value.Ticks);
+        }
+    }
+
+    private static long s_stallBudgetTicks = TimeSpan.FromSeconds(1).Ticks;
 
     /// <summary>How long an allocation that hit the page limit waits for a reclaim pass before failing. Default 200 ms.</summary>
     public static TimeSpan AllocationWait { get; set; } = TimeSpan.FromMilliseconds(200);
@@ -66,8 +102,8 @@ public static class Reclaim
     /// <summary>The last exception caught on the reclaim thread (a destructor or shrinker bug), if any.</summary>
     public static Exception? LastFailure => Volatile.Read(ref s_lastFailure);
 
-    /// <summary>True on the reclaim thread itself.</summary>
-    public static bool IsReclaimThread => Thread.CurrentThread == s_thread;
+    /// <summary>True on a reclaim worker (the one running the loop, or one replaced while stuck).</summary>
+    public static bool IsReclaimThread => t_isWorker;
 
     public static ReclaimStatistics GetStatistics() => new(
         Passes: Interlocked.Read(ref s_passesCompleted),
@@ -79,15 +115,20 @@ public static class Reclaim
         ShrinkerObjectsFreed: Interlocked.Read(ref s_shrinkerFreed),
         AllocationWaits: Interlocked.Read(ref s_allocationWaits),
         AllocationWaitTimeouts: Interlocked.Read(ref s_allocationWaitTimeouts),
-        Failures: Interlocked.Read(ref s_failures));
+        Failures: Interlocked.Read(ref s_failures),
+        CallbackStalls: Diagnostics.Watchdog.Stalls,
+        StalledWorkers: Volatile.Read(ref s_stalledWorkers),
+        CachesSkippedBusy: Interlocked.Read(ref s_cachesSkippedBusy),
+        ShrinkersSkippedBusy: Interlocked.Read(ref s_shrinkersSkippedBusy));
 
     /// <summary>Adds a shrinker; dispose the result to remove it.</summary>
     public static IDisposable RegisterShrinker(IShrinker shrinker)
     {
         ArgumentNullException.ThrowIfNull(shrinker);
-        ImmutableInterlocked.Update(ref s_shrinkers, a => a.Add(shrinker));
+        var entry = new ShrinkerEntry(shrinker);
+        ImmutableInterlocked.Update(ref s_shrinkers, a => a.Add(entry));
         EnsureStarted();
-        return new Registration(shrinker);
+        return new Registration(entry);
     }
 
     /// <summary>
@@ -113,11 +154,43 @@ public static class Reclaim
         {
             if (s_thread != null)
                 return;
-            var t = new Thread(Loop) { IsBackground = true, Name = "kmem-reclaim" };
-            s_thread = t;
-            t.Start();
+            StartWorkerLocked();
         }
     }
+
+    /// <summary>Starts a worker and makes it the one running the loop. Caller holds reclaim_gate.</summary>
+    private static void StartWorkerLocked()
+    {
+        Debug.Assert(Monitor.IsEntered(s_gate));
+        int n = ++s_workersStarted;
+        var t = new Thread(Loop) { IsBackground = true, Name = n == 1 ? "kmem-reclaim" : $"kmem-reclaim-{n}" };
+        Volatile.Write(ref s_thread, t);
+        t.Start();
+    }
+
+    /// <summary>
+    /// The watchdog found <paramref name="watch"/>'s worker stuck in a callback (on the
+    /// watchdog's thread): if it is the one running the loop, a new worker takes over.
+    /// Returns what was done, for the report.
+    /// </summary>
+    private static string WorkerStalled(Diagnostics.CallbackWatch watch)
+    {
+        lock (s_gate)
+        {
+            if (s_thread != watch.Thread)
+                return "it was replaced before; the running worker goes on";
+            if (s_stalledWorkers >= MaxStalledWorkers)
+                return $"{s_stalledWorkers} workers are stuck already (MaxStalledWorkers), so no new worker was started: reclaim waits for this one";
+            s_stalledWorkers++;
+            StartWorkerLocked();
+            Monitor.PulseAll(s_gate);
+        }
+        s_wake.Set();
+        return $"a new reclaim worker ('{Volatile.Read(ref s_thread)!.Name}') took over and skips what this one holds";
+    }
+
+    /// <summary>True while this worker is the one running the loop (a racy read: a stale answer costs at most one more cache).</summary>
+    private static bool IsRunningWorker => Volatile.Read(ref s_thread) == Thread.CurrentThread;
 
     /// <summary>Asks for a pass soon (cheap when one is already asked for); never waits.</summary>
     internal static void Kick()
@@ -132,7 +205,7 @@ public static class Reclaim
     /// </summary>
     internal static void WaitForPressurePass()
     {
-        if (s_thread == null || IsReclaimThread)
+        if (Volatile.Read(ref s_thread) == null || IsReclaimThread)
             return;
         Interlocked.Increment(ref s_allocationWaits);
         Volatile.Write(ref s_pressureRequested, 1);
@@ -163,11 +236,17 @@ public static class Reclaim
 
     private static void Loop()
     {
+        t_isWorker = true;
+        var watch = new Diagnostics.CallbackWatch(Thread.CurrentThread, "a reclaim worker") { OnStall = WorkerStalled };
+        Diagnostics.CallbackWatch.t_current = watch;
+        Diagnostics.Watchdog.Watch(watch);
         bool more = false;
-        while (true)
+        while (IsRunningWorker)
         {
             if (!more)
                 s_wake.WaitOne(Interval);
+            if (!IsRunningWorker)
+                break;
             Volatile.Write(ref s_kicked, 0);
             long pass;
             lock (s_gate)
@@ -186,12 +265,17 @@ public static class Reclaim
             }
             lock (s_gate)
             {
-                s_passesCompleted = pass;
+                // A replaced worker finishing late must not move the count back.
+                s_passesCompleted = Math.Max(s_passesCompleted, pass);
                 Monitor.PulseAll(s_gate);
             }
             if (more)
                 Thread.Yield();
         }
+        // Replaced while stuck in a callback, which has now returned: leave.
+        Diagnostics.Watchdog.Unwatch(watch);
+        lock (s_gate)
+            s_stalledWorkers--;
     }
 
     /// <summary>The GC's view of the machine's memory load, as of its last collection (none before the first).</summary>
@@ -233,21 +317,29 @@ public static class Reclaim
             {
                 mode = ReclaimMode.Trim;
             }
-            bool cacheMore;
-            long freed;
-            Exception? failure;
+            ReclaimOutcome outcome;
             try
             {
-                cacheMore = cache.ReclaimWork(mode, ref budget, out freed, out failure);
+                outcome = cache.ReclaimWork(mode, ref budget);
             }
             catch (Exception e)
             {
                 RecordFailure(e);
                 continue;
             }
-            if (failure != null)
-                RecordFailure(failure);
-            Interlocked.Add(ref s_slabsFreed, freed);
+            if (!IsRunningWorker)
+                return false;   // replaced while in this cache: the new worker runs the passes
+            if (outcome.Busy)
+            {
+                // Its drainer (a Shrink, a Dispose, a stuck worker) does the work or holds it:
+                // try again next pass, and leave the idle bookkeeping as it is.
+                Interlocked.Increment(ref s_cachesSkippedBusy);
+                continue;
+            }
+            bool cacheMore = outcome.More;
+            if (outcome.Failure != null)
+                RecordFailure(outcome.Failure);
+            Interlocked.Add(ref s_slabsFreed, outcome.FreedSlabs);
             if (mode == ReclaimMode.Trim)
             {
                 trimmed = true;
@@ -263,6 +355,8 @@ public static class Reclaim
         }
         if (pressure)
             RunShrinkers();
+        if (!IsRunningWorker)
+            return false;
         try
         {
             PerCpuAllocator.BalanceWhereNeeded();
@@ -278,8 +372,17 @@ public static class Reclaim
 
     private static void RunShrinkers()
     {
-        foreach (IShrinker shrinker in s_shrinkers)
+        Diagnostics.CallbackWatch? watch = Diagnostics.CallbackWatch.t_current;
+        foreach (ShrinkerEntry entry in s_shrinkers)
         {
+            // A shrinker still running on a stuck worker is skipped, not called twice at once.
+            if (Interlocked.CompareExchange(ref entry.Running, 1, 0) != 0)
+            {
+                Interlocked.Increment(ref s_shrinkersSkippedBusy);
+                continue;
+            }
+            IShrinker shrinker = entry.Shrinker;
+            watch?.Enter(Diagnostics.CallbackKind.Shrinker, shrinker.Name, null, 0, 0, "");
             try
             {
                 long toScan = shrinker.CountObjects();
@@ -298,23 +401,38 @@ public static class Reclaim
             {
                 RecordFailure(new InvalidOperationException($"shrinker '{shrinker.Name}' threw: {e.Message}", e));
             }
+            finally
+            {
+                watch?.Exit();
+                Volatile.Write(ref entry.Running, 0);
+            }
+            if (!IsRunningWorker)
+                return;
         }
     }
 
-    private static void RecordFailure(Exception e)
+    internal static void RecordFailure(Exception e)
     {
         Interlocked.Increment(ref s_failures);
         Volatile.Write(ref s_lastFailure, e);
     }
 
-    private sealed class Registration(IShrinker shrinker) : IDisposable
+    /// <summary>A registered shrinker and whether a worker is inside it now.</summary>
+    private sealed class ShrinkerEntry(IShrinker shrinker)
+    {
+        public IShrinker Shrinker { get; } = shrinker;
+        /// <summary>1 while a worker runs it: set and cleared by that worker with atomics.</summary>
+        public int Running;
+    }
+
+    private sealed class Registration(ShrinkerEntry entry) : IDisposable
     {
         private int _disposed;
 
         public void Dispose()
         {
             if (Interlocked.Exchange(ref _disposed, 1) == 0)
-                ImmutableInterlocked.Update(ref s_shrinkers, a => a.Remove(shrinker));
+                ImmutableInterlocked.Update(ref s_shrinkers, a => a.Remove(entry));
         }
     }
 }

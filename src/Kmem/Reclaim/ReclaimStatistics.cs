@@ -11,6 +11,10 @@ namespace Kmem;
 /// <param name="AllocationWaitTimeouts">Of those, waits that ended before the pass did.</param>
 /// <param name="Failures">Exceptions caught on the reclaim thread (destructors, shrinkers): bugs to fix.</param>
 /// <param name="SlabsAwaitingGracePeriod">Empty slabs of TypesafeByRcu caches waiting for a grace period now, over all caches: memory reclaimed but not yet returned (counted in SlabsFreed only if a reclaim pass frees them).</param>
+/// <param name="CallbackStalls">Destructor, shrinker and RCU callback calls the watchdog found running past <see cref="Reclaim.StallBudget"/>, each reported once.</param>
+/// <param name="StalledWorkers">Reclaim workers replaced while stuck in a callback that has not returned yet (now).</param>
+/// <param name="CachesSkippedBusy">Times a pass skipped a cache because its sheaf_drain was held (a Shrink, a Dispose, or a stuck worker).</param>
+/// <param name="ShrinkersSkippedBusy">Times a pass skipped a shrinker that a stuck worker was still running.</param>
 public readonly record struct ReclaimStatistics(
     long Passes,
     long PressurePasses,
@@ -21,4 +25,8 @@ public readonly record struct ReclaimStatistics(
     long AllocationWaits,
     long AllocationWaitTimeouts,
     long Failures,
-    long SlabsAwaitingGracePeriod = 0);
+    long SlabsAwaitingGracePeriod = 0,
+    long CallbackStalls = 0,
+    int StalledWorkers = 0,
+    long CachesSkippedBusy = 0,
+    long ShrinkersSkippedBusy = 0);
