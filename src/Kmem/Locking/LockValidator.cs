@@ -18,8 +18,8 @@ namespace Kmem.Locking;
 /// <c>Kmem.LockValidation</c> (or the environment variable <c>KMEM_LOCK_VALIDATION=1</c>);
 /// off, its hooks are a branch on a static readonly field that the JIT folds away.
 /// One rule is checked in every build: no <see cref="KLock"/> inside a leaf-only region
-/// (a destructor), which costs one thread-static read per <see cref="KLock"/> acquisition
-/// (<see cref="CheckLeafOnlyRegion"/>).
+/// (a destructor), which costs a static load per <see cref="KLock"/> acquisition, and a
+/// thread-static read besides while some thread destructs (<see cref="CheckLeafOnlyRegion"/>).
 /// </summary>
 /// <remarks>
 /// Blind spot: the validator sees Kmem's own locks only. A destructor that takes a
@@ -44,6 +44,13 @@ public static class LockValidator
     [ThreadStatic] private static Region? t_region;
     /// <summary>Leaf-only regions this thread is inside (always kept, in every build): the one thread-static the always-on check reads.</summary>
     [ThreadStatic] private static int t_leafOnlyDepth;
+    /// <summary>
+    /// Threads inside a leaf-only region now (atomic; bumped when a thread's depth leaves or
+    /// reaches 0, once per destructed slab). The always-on check reads it first, so outside
+    /// destruction it costs a static load, not a thread-static one. A thread in a region
+    /// always sees its own increment, which is all the check needs.
+    /// </summary>
+    private static int s_leafOnlyThreads;
 
     /// <summary>Edges A→B of the class order seen so far, with the chain that first showed each.</summary>
     private static readonly ConcurrentDictionary<(string From, string To), string> s_edges = new();
@@ -109,8 +116,8 @@ public static class LockValidator
     {
         var r = new Region(description, leafOnly, owner, t_region);
         t_region = r;
-        if (leafOnly)
-            t_leafOnlyDepth++;
+        if (leafOnly && t_leafOnlyDepth++ == 0)
+            Interlocked.Increment(ref s_leafOnlyThreads);
         return r;
     }
 
@@ -118,18 +125,19 @@ public static class LockValidator
     {
         System.Diagnostics.Debug.Assert(ReferenceEquals(t_region, r), "regions exited out of order");
         t_region = r.Parent;
-        if (r.LeafOnly)
-            t_leafOnlyDepth--;
+        if (r.LeafOnly && --t_leafOnlyDepth == 0)
+            Interlocked.Decrement(ref s_leafOnlyThreads);
     }
 
     /// <summary>
     /// The always-on rule, for a non-leaf lock about to be taken: throws if this thread is
-    /// inside a leaf-only region. Cost when it passes: one thread-static read and a branch.
+    /// inside a leaf-only region. Cost when it passes: a static load and a branch while no
+    /// thread destructs, and a thread-static read besides while one does.
     /// </summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal static void CheckLeafOnlyRegion(IValidatedLock taken)
     {
-        if (t_leafOnlyDepth != 0)
+        if (s_leafOnlyThreads != 0 && t_leafOnlyDepth != 0)
             ReportInLeafOnlyRegion(taken);
     }
 
