@@ -124,8 +124,9 @@ public unsafe class PerCpuAllocatorTests
         areas.ForEach(a.Free);   // pcpu_lock only: a free never unmaps a chunk itself
 
         // The free that emptied a second chunk asked the reclaim thread for the balance work.
-        Assert.True(SpinWait.SpinUntil(() => a.GetStatistics().Chunks == 1, TimeSpan.FromSeconds(20)),
-            $"chunks left: {a.GetStatistics().Chunks}");
+        // A chunk leaves the list before it is unmapped and counted freed: wait for both.
+        Assert.True(SpinWait.SpinUntil(() => a.GetStatistics() is { Chunks: 1, ChunksFreed: 2 }, TimeSpan.FromSeconds(20)),
+            $"chunks left: {a.GetStatistics().Chunks}, freed {a.GetStatistics().ChunksFreed}");
         PerCpuStatistics stats = a.GetStatistics();
         Assert.Equal(1, stats.EmptyChunks);
         Assert.Equal(2, stats.ChunksFreed);

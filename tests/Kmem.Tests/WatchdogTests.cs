@@ -197,9 +197,10 @@ public sealed unsafe class WatchdogTests : IDisposable
         Assert.Contains("cache 'check-blocking'", e.Message, StringComparison.Ordinal);
         Assert.True(LifecycleCheck.Run(good, TimeSpan.FromSeconds(20)).Passed);
         _release.Set();
-        // Released, the cycle finishes: every constructed object was destructed.
-        Assert.True(SpinWait.SpinUntil(() => blocking.GetStatistics().Slabs == 0, TimeSpan.FromSeconds(20)));
-        Assert.Equal(blocking.GetStatistics().ConstructedObjects, blocking.GetStatistics().DestructorCalls);
+        // Released, the cycle finishes: every constructed object was destructed, and the slab freed.
+        Assert.True(SpinWait.SpinUntil(() => blocking.GetStatistics() is { SlabsFreed: 1 } s && s.DestructorCalls == s.ConstructedObjects, TimeSpan.FromSeconds(20)),
+            $"destructed {blocking.GetStatistics().DestructorCalls} of {blocking.GetStatistics().ConstructedObjects}");
+        Assert.Equal(0, blocking.GetStatistics().Slabs);
     }
 
     [Fact]
