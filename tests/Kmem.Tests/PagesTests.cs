@@ -116,7 +116,7 @@ public unsafe class PageLimitTests
     }
 }
 
-public unsafe class BlockCacheTests
+public unsafe class LargeBlockReuseTests
 {
     [Fact]
     public void A_reused_large_block_is_zeroed_by_AllocZeroed()
@@ -129,53 +129,6 @@ public unsafe class BlockCacheTests
             byte* p = (byte*)Kmalloc.AllocZeroed(40_000);
             Assert.True(new ReadOnlySpan<byte>(p, 40_000).IndexOfAnyExcept((byte)0) < 0, "AllocZeroed returned dirty bytes");
             Kmalloc.Free(p);
-        }
-    }
-
-}
-
-[Collection(nameof(PageLimitCollection))]
-public unsafe class BlockCacheLimitTests
-{
-    [Fact]
-    public void Freed_blocks_are_cached_bounded_and_trimmed()
-    {
-        var blocks = new List<nint>();
-        for (int i = 0; i < 40; i++)
-            blocks.Add((nint)Kmalloc.Alloc(200_000));
-        long held = Pages.BytesHeld;
-        foreach (nint p in blocks)
-            Kmalloc.Free((void*)p);
-        // At most 16 blocks of one size stay cached (and 8 MiB in all); the rest went to the OS.
-        // Counted for this size alone: the reclaim thread may free other tests' slabs into
-        // the cache meanwhile (64 KiB blocks, after an idle trim or a grace period). 200,000
-        // bytes are 49 pages.
-        Assert.InRange(Kmem.PageLayer.BlockCache.BytesOfSize(200_704), 200_704, 16 * 200_704);
-        Assert.True(Pages.BytesHeld <= held - 24 * 200_000);
-        Pages.Trim();
-        Assert.Equal(0, Pages.CachedBytes);
-    }
-
-    [Fact]
-    public void At_the_limit_cached_blocks_are_given_back_before_refusing()
-    {
-        var blocks = new List<nint>();
-        for (int i = 0; i < 8; i++)
-            blocks.Add((nint)Kmalloc.Alloc(500_000));
-        foreach (nint p in blocks)
-            Kmalloc.Free((void*)p);
-        Assert.True(Pages.CachedBytes >= 500_000);
-        try
-        {
-            // Room for one more 1 MiB block only if the cache is given back first.
-            Pages.Limit = Pages.BytesHeld - Pages.CachedBytes + (1 << 20) + 4096;
-            void* p = Kmalloc.Alloc(1 << 20);
-            Assert.True(Pages.CachedBytes < 500_000);
-            Kmalloc.Free(p);
-        }
-        finally
-        {
-            Pages.Limit = 0;
         }
     }
 }

@@ -205,6 +205,9 @@ public static unsafe partial class Kmalloc
 
     private static void* AllocLarge(nuint size, bool throwOnFailure, bool zero)
     {
+        // A program of large blocks only creates no cache, and the reclaim thread (which
+        // purges freed pages after Pages.PurgeDelay) starts with the first cache otherwise.
+        Reclaim.EnsureStarted();
         void* block = LargeBlocks.TryAlloc(size, zero, out AllocationFailure failure);
         if (block == null && failure == AllocationFailure.PageLimit)
         {

@@ -12,7 +12,11 @@ internal static unsafe partial class OsMemory
     public const int PageSize = 4096;
 
     private const int ProtRead = 1, ProtWrite = 2;
-    private const int MapPrivate = 0x02, MapAnonymous = 0x20;
+    private const int MapPrivate = 0x02, MapAnonymous = 0x20, MapNoReserve = 0x4000;
+    private const int MadvDontNeed = 4;
+
+    /// <summary>Tests: the next this many mappings fail as the OS would at vm.max_map_count (ENOMEM). Process-wide.</summary>
+    internal static int FailMaps;
 
     private static readonly bool s_useMmap = OperatingSystem.IsLinux();
 
@@ -22,12 +26,38 @@ internal static unsafe partial class OsMemory
     [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
     private static partial int Munmap(nint addr, nuint length);
 
+    [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
+    private static partial int Madvise(nint addr, nuint length, int advice);
+
+    /// <summary>
+    /// Reserves an arena: <paramref name="size"/> bytes (a power of two) aligned to their
+    /// size, read-write, MAP_NORESERVE: pages become resident when first written and cost
+    /// no commit charge before (under the default heuristic overcommit). One mapping.
+    /// </summary>
+    public static void* Reserve(nuint size) => MapAligned(size, size, MapNoReserve);
+
+    /// <summary>
+    /// Gives the pages of [<paramref name="block"/>, + <paramref name="size"/>) back to the OS
+    /// (MADV_DONTNEED: resident memory drops now, and the pages read as zero when next
+    /// touched), keeping the address space. False if the OS refused; the pages stay as they were.
+    /// </summary>
+    public static bool Purge(void* block, nuint size)
+    {
+        if (!s_useMmap)
+            return false;
+        return Madvise((nint)block, size, MadvDontNeed) == 0;
+    }
+
     /// <summary>
     /// Maps <paramref name="size"/> bytes aligned to <paramref name="align"/> (a power of
     /// two). Returns null when the OS refuses. Both must be multiples of the page size.
     /// </summary>
-    public static void* Map(nuint size, nuint align)
+    public static void* Map(nuint size, nuint align) => MapAligned(size, align, 0);
+
+    private static void* MapAligned(nuint size, nuint align, int extraFlags)
     {
+        if (FailMaps > 0 && Interlocked.Decrement(ref FailMaps) >= 0)
+            return null;
         if (!s_useMmap)
         {
             try { return NativeMemory.AlignedAlloc(size, align); }
@@ -40,7 +70,7 @@ internal static unsafe partial class OsMemory
         if (size == 0 || size > nuint.MaxValue - extra)
             return null;   // the over-mapped length would wrap
         nuint length = size + extra;
-        nint raw = Mmap(0, length, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+        nint raw = Mmap(0, length, ProtRead | ProtWrite, MapPrivate | MapAnonymous | extraFlags, -1, 0);
         if (raw == -1)
             return null;
         nuint start = ((nuint)raw + align - 1) & ~(align - 1);
@@ -51,7 +81,8 @@ internal static unsafe partial class OsMemory
         // block is refused, rather than left mapped and untracked past its end. That
         // munmap needs no split unless the kernel merged the mapping with an adjacent
         // anonymous one; then it can fail too, and the range stays reserved (address space
-        // only: never touched, so never resident). Arenas (the page-layer issue) end this.
+        // only: never touched, so never resident). This runs once per arena or dedicated
+        // block, not per allocation.
         if (head != 0 && Munmap(raw, head) != 0)
         {
             Munmap(raw, length);

@@ -7,22 +7,23 @@ namespace Kmem.PageLayer;
 
 /// <summary>
 /// Address → slab header in O(1) and without any lock: a two-level radix table over
-/// 64 KiB granules of the 48-bit user address space (the role of struct page /
-/// virt_to_slab in the kernel). Every block the page layer hands out is granule
-/// aligned, so a granule belongs to at most one block.
+/// the 4 KiB pages of the 48-bit user address space (the role of struct page /
+/// virt_to_slab in the kernel). Every block the page layer hands out is page aligned
+/// and page granular, so a page belongs to at most one block.
 /// </summary>
 /// <remarks>
 /// Invariants: an entry is non-null exactly while its granule lies inside a live slab
 /// or large block; entries are written only by the thread that maps or unmaps that
-/// block; leaves are installed with a CAS and never freed (512 KiB of virtual memory
-/// per 4 GiB of address space ever used).
+/// block; leaves are installed with a CAS and never freed (a leaf covers 1 GiB: 2 MiB of
+/// zero-filled virtual memory, resident only where written: 8 bytes per page in use).
 /// </remarks>
 internal static unsafe class PageMap
 {
-    public const int GranuleShift = 16;
+    public const int GranuleShift = 12;
     public const nuint GranuleSize = (nuint)1 << GranuleShift;
-    private const int LeafBits = 32 - GranuleShift;
-    private const int RootBits = 48 - 32;
+    private const int LeafShift = 30;
+    private const int LeafBits = LeafShift - GranuleShift;
+    private const int RootBits = 48 - LeafShift;
 
     private static readonly SlabHeader*** s_root =
         (SlabHeader***)NativeMemory.AllocZeroed((nuint)(1 << RootBits), (nuint)sizeof(nint));
@@ -35,7 +36,7 @@ internal static unsafe class PageMap
         ulong a = (ulong)p;
         if ((a >> 48) != 0)
             return null;
-        SlabHeader** leaf = s_root[a >> 32];
+        SlabHeader** leaf = s_root[a >> LeafShift];
         if (leaf == null)
             return null;
         return leaf[(a >> GranuleShift) & ((1u << LeafBits) - 1)];
@@ -62,7 +63,7 @@ internal static unsafe class PageMap
     {
         ulong a = address;
         Debug.Assert((a >> 48) == 0, "address beyond 48 bits");
-        SlabHeader*** slot = s_root + (a >> 32);
+        SlabHeader*** slot = s_root + (a >> LeafShift);
         SlabHeader** leaf = *slot;
         if (leaf == null)
         {

@@ -14,7 +14,7 @@ namespace Kmem.PageLayer;
 /// </remarks>
 internal static unsafe class PageReserve
 {
-    public const int BlockSize = (int)PageMap.GranuleSize;
+    public const int BlockSize = 64 * 1024;
     private const int Slots = 8;
 
     private static readonly nint[] s_slots = new nint[Slots];

@@ -1,16 +1,26 @@
 using System.Diagnostics;
+using System.Numerics;
 
 using Kmem.PageLayer;
 
 namespace Kmem;
 
 /// <summary>
-/// The page layer (the buddy allocator's role): naturally aligned blocks from the OS,
-/// the bytes held right now, an optional limit, and fault injection for tests.
+/// The page layer (the buddy allocator's role): page-granular blocks from a few large
+/// arenas (<see cref="Zone"/>), freed pages given back to the OS after
+/// <see cref="PurgeDelay"/> or at once on <see cref="Trim"/>, the bytes held right now, an
+/// optional limit, and fault injection for tests.
 /// </summary>
+/// <remarks>
+/// Invariant: <see cref="BytesHeld"/> == Σ dirty pages of every arena × PageSize + the
+/// bytes of dedicated mappings (requests above half the largest arena): the bytes the
+/// OS has given us and we have not given back, whether handed out or free and not purged.
+/// </remarks>
 public static unsafe class Pages
 {
     private static long s_bytesHeld;
+    private static long s_bytesInUse;
+    private static long s_dedicatedBytes;
     private static long s_peakBytesHeld;
     private static long s_limit;
     private static long s_blockAllocations;
@@ -45,18 +55,36 @@ public static unsafe class Pages
         }
     }
 
-    /// <summary>Bytes of freed blocks kept mapped for reuse (part of <see cref="BytesHeld"/>).</summary>
-    public static long CachedBytes => BlockCache.Bytes;
+    /// <summary>Bytes of freed pages not given back to the OS yet (part of <see cref="BytesHeld"/>); reused first.</summary>
+    public static long CachedBytes => Zone.FreeDirtyBytes;
+
+    /// <summary>Bytes of blocks handed out now (slabs, large allocations, per-CPU chunks).</summary>
+    public static long BytesInUse => Volatile.Read(ref s_bytesInUse);
+
+    /// <summary>Address space reserved: every arena plus every dedicated mapping.</summary>
+    public static long BytesReserved => Zone.ReservedBytes + Volatile.Read(ref s_dedicatedBytes);
+
+    /// <summary>Arenas mapped (one mapping each).</summary>
+    public static int Arenas => Zone.ArenaCount;
+
+    /// <summary>Bytes given back to the OS by purges since start.</summary>
+    public static long PurgedBytes => Zone.PurgedBytes;
 
     /// <summary>
-    /// Returns every cached free block to the OS. <see cref="SlabCache.Shrink"/> and
-    /// <see cref="SlabCache.Dispose"/> call it; so does an allocation that meets the limit.
+    /// How long freed pages stay resident for reuse before the reclaim thread gives them
+    /// back (the decay of jemalloc's dirty pages, mimalloc's purge delay). Default 1 s.
     /// </summary>
-    public static void Trim()
-    {
-        foreach (var (block, size) in BlockCache.TakeAll())
-            Unmap((void*)block, size);
-    }
+    public static TimeSpan PurgeDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Gives every free page back to the OS now (madvise; the address space stays mapped).
+    /// <see cref="SlabCache.Shrink"/> and <see cref="SlabCache.Dispose"/> call it, and so
+    /// do memory pressure and an allocation that meets the limit.
+    /// </summary>
+    public static void Trim() => Zone.Purge(TimeSpan.Zero);
+
+    /// <summary>The reclaim thread's decay: free pages older than <see cref="PurgeDelay"/> go back.</summary>
+    internal static void PurgeExpired() => Zone.Purge(PurgeDelay);
 
     /// <summary>Restarts <see cref="PeakBytesHeld"/> from the bytes held now.</summary>
     public static void ResetPeak() => Volatile.Write(ref s_peakBytesHeld, BytesHeld);
@@ -90,97 +118,141 @@ public static unsafe class Pages
     };
 
     /// <summary>
-    /// A block of <paramref name="size"/> bytes aligned to <paramref name="align"/>, or
-    /// null with the reason. <paramref name="zeroed"/> tells whether it is a fresh
-    /// (all-zero) mapping or a reused one. Accounting is one atomic add; only reuse of a
-    /// cached block takes the page_cache leaf lock.
+    /// A block of <paramref name="size"/> bytes (a multiple of the page size) aligned to
+    /// <paramref name="align"/> (a power of two), or null with the reason.
+    /// <paramref name="zeroed"/> tells whether every page reads as zero (fresh or purged).
+    /// No system call unless the zone must grow by an arena; one leaf lock (page_zone).
     /// </summary>
     internal static void* AllocBlock(nuint size, nuint align, out Refusal refusal, out bool zeroed)
     {
         zeroed = false;
-        Debug.Assert(size % OsMemory.PageSize == 0 && (align & (align - 1)) == 0, "bad block geometry");
+        Debug.Assert(size != 0 && size % OsMemory.PageSize == 0 && (align & (align - 1)) == 0, "bad block geometry");
         if (t_failCountdown > 0 && --t_failCountdown == 0)
         {
             refusal = Refusal.Injected;
             Interlocked.Increment(ref s_failures);
             return null;
         }
-
-        // Power-of-two blocks from 64 KiB up are mapped naturally aligned, whatever was
-        // asked, so that a cached one can serve any later request of its size.
-        if (nuint.IsPow2(size) && size >= PageMap.GranuleSize)
-            align = size;
-        if (BlockCache.IsCacheable(size))
+        nuint pages = size / OsMemory.PageSize;
+        int alignOrder = align <= OsMemory.PageSize ? 0 : BitOperations.Log2(align) - 12;
+        int order = Math.Max(Zone.OrderFor(pages), alignOrder);
+        void* block = order < Zone.MaxArenaOrder
+            ? AllocFromZone((int)pages, alignOrder, order, out refusal, out zeroed)
+            : AllocDedicated(size, align, out refusal, out zeroed);
+        if (block == null)
         {
-            void* cached = BlockCache.TryTake(size);
-            if (cached != null)
+            Interlocked.Increment(ref s_failures);
+            return null;
+        }
+        Interlocked.Increment(ref s_blockAllocations);
+        Interlocked.Add(ref s_bytesInUse, (long)size);
+        return block;
+    }
+
+    private static void* AllocFromZone(int pages, int alignOrder, int order, out Refusal refusal, out bool zeroed)
+    {
+        bool trimmed = false;
+        while (true)
+        {
+            void* block = Zone.TryAlloc(pages, alignOrder, out refusal, out zeroed);
+            if (block != null)
+                return block;
+            if (refusal == Refusal.Limit)
             {
-                Debug.Assert(((nuint)cached & (align - 1)) == 0, "cached block misaligned for the request");
-                Interlocked.Increment(ref s_blockAllocations);
-                refusal = Refusal.None;
-                return cached;
+                // Free pages not given back count against the limit: give them back first.
+                if (trimmed || Zone.FreeDirtyBytes == 0)
+                    return null;
+                Trim();
+                trimmed = true;
+                continue;
+            }
+            if (!Zone.Grow(order))
+            {
+                refusal = Refusal.Os;
+                return null;
             }
         }
+    }
 
-        // Cached free blocks count against the limit: at the limit, give them back first.
-        if (!TryCharge(size, out long held))
+    /// <summary>A request too big for an arena: its own mapping, charged whole.</summary>
+    private static void* AllocDedicated(nuint size, nuint align, out Refusal refusal, out bool zeroed)
+    {
+        zeroed = false;
+        if (!TryCharge(size))
         {
             bool charged = false;
-            if (BlockCache.Bytes > 0)
+            if (Zone.FreeDirtyBytes > 0)
             {
                 Trim();
-                charged = TryCharge(size, out held);
+                charged = TryCharge(size);
             }
             if (!charged)
             {
                 refusal = Refusal.Limit;
-                Interlocked.Increment(ref s_failures);
                 return null;
             }
         }
-
-        void* block = OsMemory.Map(size, align);
+        void* block = OsMemory.Map(size, Math.Max(align, OsMemory.PageSize));
         if (block == null)
         {
-            Interlocked.Add(ref s_bytesHeld, -(long)size);
+            Uncharge(size);
             refusal = Refusal.Os;
-            Interlocked.Increment(ref s_failures);
             return null;
         }
-
-        Interlocked.Increment(ref s_blockAllocations);
+        Interlocked.Add(ref s_dedicatedBytes, (long)size);
         zeroed = true;
+        refusal = Refusal.None;
+        return block;
+    }
+
+    /// <summary>Adds <paramref name="size"/> to the bytes held unless that passes the limit. Takes no lock (called under page_zone).</summary>
+    internal static bool TryCharge(nuint size)
+    {
+        if (size == 0)
+            return true;
+        long held = Interlocked.Add(ref s_bytesHeld, (long)size);
+        long limit = Volatile.Read(ref s_limit);
+        if (limit != 0 && held > limit)
+        {
+            Interlocked.Add(ref s_bytesHeld, -(long)size);
+            return false;
+        }
         long peak;
         while (held > (peak = Volatile.Read(ref s_peakBytesHeld)) &&
                Interlocked.CompareExchange(ref s_peakBytesHeld, held, peak) != peak)
         {
         }
-        refusal = Refusal.None;
-        return block;
+        return true;
     }
 
-    /// <summary>Adds <paramref name="size"/> to the bytes held unless that passes the limit.</summary>
-    private static bool TryCharge(nuint size, out long held)
+    /// <summary>Bytes given back to the OS.</summary>
+    internal static void Uncharge(nuint size)
     {
-        held = Interlocked.Add(ref s_bytesHeld, (long)size);
-        long limit = Volatile.Read(ref s_limit);
-        if (limit == 0 || held <= limit)
-            return true;
-        Interlocked.Add(ref s_bytesHeld, -(long)size);
-        return false;
+        long held = Interlocked.Add(ref s_bytesHeld, -(long)size);
+        Debug.Assert(held >= 0, "page accounting went negative");
     }
 
     internal static void FreeBlock(void* block, nuint size)
     {
-        if (BlockCache.IsCacheable(size) && BlockCache.TryPut(block, size))
+        Debug.Assert(size != 0 && size % OsMemory.PageSize == 0, "bad block size");
+        Interlocked.Add(ref s_bytesInUse, -(long)size);
+        Arena? arena = Zone.Find((nuint)block);
+        if (arena != null)
+        {
+            Zone.Free(arena, block, (int)(size / OsMemory.PageSize));
             return;
-        Unmap(block, size);
+        }
+        OsMemory.Unmap(block, size);
+        Interlocked.Add(ref s_dedicatedBytes, -(long)size);
+        Uncharge(size);
     }
 
-    private static void Unmap(void* block, nuint size)
+    /// <summary>Tests: checks the zone's invariants and <see cref="BytesHeld"/> against the dirty pages; throws if one fails.</summary>
+    internal static void CheckAccounting()
     {
-        OsMemory.Unmap(block, size);
-        long held = Interlocked.Add(ref s_bytesHeld, -(long)size);
-        Debug.Assert(held >= 0, "page accounting went negative");
+        long dirty = Zone.CheckInvariants();
+        long held = BytesHeld, dedicated = Volatile.Read(ref s_dedicatedBytes);
+        if (held != dirty + dedicated)
+            throw new InvalidOperationException($"page layer: BytesHeld {held} but dirty pages {dirty} + dedicated {dedicated}");
     }
 }

@@ -365,8 +365,11 @@ public static class Reclaim
         {
             RecordFailure(e);
         }
+        // Free pages go back to the OS: all of them after a trim, else those past the delay.
         if (trimmed)
             Pages.Trim();
+        else
+            Pages.PurgeExpired();
         return more;
     }
 

@@ -6,7 +6,7 @@ namespace Kmem.Slab;
 
 /// <summary>
 /// Allocations too large for a size class (the kernel's kmalloc_large): page-rounded,
-/// granule-aligned blocks straight from the page layer, each with a separate
+/// page-granular blocks from the page layer's buddy zone, each with a separate
 /// <see cref="SlabHeader"/> of kind <see cref="BlockKind.Large"/> in the page map.
 /// Below the caches, so every free door (Kmalloc.Free, the deferred frees, RCU) reaches
 /// it without going up through Kmalloc.
@@ -38,7 +38,7 @@ internal static unsafe class LargeBlocks
             return null;
         }
         nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
-        void* block = Pages.AllocBlock(rounded, PageMap.GranuleSize, out Pages.Refusal refusal, out bool zeroed);
+        void* block = Pages.AllocBlock(rounded, OsMemory.PageSize, out Pages.Refusal refusal, out bool zeroed);
         if (block == null)
         {
             failure = Pages.ToFailure(refusal);
@@ -78,8 +78,8 @@ internal static unsafe class LargeBlocks
     /// </summary>
     public static SlabHeader* Check(void* p, SlabHeader* h)
     {
-        // A block smaller than its 64 KiB granule leaves the rest of the granule mapped to
-        // it in the page map: an address past the block's end is not ours.
+        // Defensive: the page map covers the block's pages exactly, so this only fails
+        // for a header that is not what it should be.
         if (h == null || (byte*)p >= h->Block + h->BlockSize)
             ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not held by any slab of this allocator (never allocated, already freed, or foreign memory)");
         if (p != h->Block)

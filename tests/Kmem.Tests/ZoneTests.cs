@@ -1,0 +1,250 @@
+using Kmem.PageLayer;
+
+namespace Kmem.Tests;
+
+/// <summary>
+/// The page layer's buddy zone over arenas (issue 13): split and coalesce at every order,
+/// a random model check, exhaustion at the limit, purging that really lowers RSS, and
+/// failure of the OS's mappings. Process-wide state: run alone.
+/// </summary>
+[Collection(nameof(PageLimitCollection))]
+public unsafe class ZoneTests
+{
+    private const int Page = OsMemory.PageSize;
+
+    /// <summary>Resident set size of this process, from /proc/self/status (0 where there is none).</summary>
+    private static long RssBytes()
+    {
+        if (!File.Exists("/proc/self/status"))
+            return 0;
+        string line = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+    }
+
+    private static int MappingCount() => File.Exists("/proc/self/maps") ? File.ReadLines("/proc/self/maps").Count() : 0;
+
+    private static void Fill(byte* p, nuint size, byte value)
+    {
+        // One byte per page and the last byte: enough to fault every page in and to see overlap.
+        for (nuint o = 0; o < size; o += Page)
+            p[o] = value;
+        p[size - 1] = value;
+    }
+
+    private static void Verify(byte* p, nuint size, byte value)
+    {
+        for (nuint o = 0; o < size; o += Page)
+            Assert.Equal(value, p[o]);
+        Assert.Equal(value, p[size - 1]);
+    }
+
+    [Fact]
+    public void Blocks_of_every_order_are_aligned_split_and_coalesced()
+    {
+        long inUse = Pages.BytesInUse;
+        var blocks = new List<(nint P, nuint Size)>();
+        for (int order = 0; order <= 16; order++)
+        {
+            nuint size = (nuint)Page << order;
+            void* p = Pages.AllocBlock(size, size, out Pages.Refusal refusal, out _);
+            Assert.True(p != null, $"order {order} refused: {refusal}");
+            Assert.Equal(0u, (nuint)p % size);
+            Fill((byte*)p, size, (byte)order);
+            blocks.Add(((nint)p, size));
+        }
+        Pages.CheckAccounting();
+        for (int i = 0; i < blocks.Count; i++)
+            Verify((byte*)blocks[i].P, blocks[i].Size, (byte)i);
+        foreach (var (p, size) in blocks)
+            Pages.FreeBlock((void*)p, size);
+        Assert.Equal(inUse, Pages.BytesInUse);
+        // Every free buddy pair was merged (CheckAccounting checks that no two free buddies remain).
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void Random_allocations_and_frees_match_a_reference_model()
+    {
+        var random = new Random(1234);
+        // The reference: live blocks by address. A block overlapping another is a buddy bug.
+        var live = new SortedDictionary<nuint, (nuint Size, byte Value)>();
+        long inUse = Pages.BytesInUse;
+        for (int op = 0; op < 20_000; op++)
+        {
+            if (live.Count > 0 && (random.Next(2) == 0 || live.Count > 400))
+            {
+                nuint key = live.Keys.ElementAt(random.Next(live.Count));
+                var (size, value) = live[key];
+                Verify((byte*)key, size, value);
+                Pages.FreeBlock((void*)key, size);
+                live.Remove(key);
+            }
+            else
+            {
+                // Page counts with a bias to small ones, non-powers of two included; alignment up to the size.
+                nuint pages = (nuint)(random.Next(4) == 0 ? random.Next(1, 600) : random.Next(1, 20));
+                nuint size = pages * Page;
+                nuint align = (nuint)Page << random.Next(0, System.Numerics.BitOperations.Log2((uint)pages) + 1);
+                void* p = Pages.AllocBlock(size, align, out Pages.Refusal refusal, out bool zeroed);
+                Assert.True(p != null, $"refused: {refusal}");
+                Assert.Equal(0u, (nuint)p % align);
+                if (zeroed)
+                    Assert.Equal(0, *(byte*)p);
+                nuint start = (nuint)p;
+                foreach (var (other, (otherSize, _)) in live)
+                {
+                    if (other >= start + size)
+                        break;
+                    Assert.False(other + otherSize > start, $"block 0x{start:x}+{size} overlaps 0x{other:x}+{otherSize}");
+                }
+                byte value = (byte)random.Next(1, 256);
+                Fill((byte*)p, size, value);
+                live[start] = (size, value);
+            }
+            if (op % 2000 == 0)
+                Pages.CheckAccounting();
+        }
+        foreach (var (p, (size, value)) in live)
+        {
+            Verify((byte*)p, size, value);
+            Pages.FreeBlock((void*)p, size);
+        }
+        Assert.Equal(inUse, Pages.BytesInUse);
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void At_the_limit_the_zone_refuses_cleanly_and_gives_free_pages_back_first()
+    {
+        var held = new List<nint>();
+        try
+        {
+            // Freed pages are reused before anything is charged: allocate, write, free.
+            Pages.Trim();
+            for (int i = 0; i < 8; i++)
+                held.Add((nint)Kmalloc.Alloc(500_000));
+            held.ForEach(p => new Span<byte>((void*)p, 500_000).Fill(1));
+            held.ForEach(p => Kmalloc.Free((void*)p));
+            held.Clear();
+            Assert.True(Pages.CachedBytes >= 8 * 500_000 - 8 * Page);
+            Pages.Limit = Pages.BytesHeld + Page;
+            // 16 MiB needs clean pages the limit has no room for: the free pages are purged
+            // trying, and then it is refused, with nothing held touched.
+            long before = Pages.BytesHeld;
+            Assert.False(Kmalloc.TryAlloc(16 << 20, out void* none));
+            Assert.True(none == null);
+            Assert.True(Pages.CachedBytes < Page * 64, $"{Pages.CachedBytes} bytes not given back before refusing");
+            Assert.True(Pages.BytesHeld < before - 3_000_000);
+            // What the purge freed is room for a 2 MiB allocation now.
+            void* p = Kmalloc.Alloc(2 << 20);
+            held.Add((nint)p);
+            Pages.CheckAccounting();
+            var e = Assert.Throws<SlabAllocationException>(() => Kmalloc.Alloc(64 << 20));
+            Assert.Equal(AllocationFailure.PageLimit, e.Reason);
+        }
+        finally
+        {
+            Pages.Limit = 0;
+            held.ForEach(p => Kmalloc.Free((void*)p));
+        }
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void Freed_pages_go_back_to_the_OS_on_Trim_and_after_the_purge_delay()
+    {
+        TimeSpan savedDelay = Pages.PurgeDelay;
+        try
+        {
+            Pages.PurgeDelay = TimeSpan.FromMinutes(10);
+            const int Blocks = 64, Size = 1 << 20;
+            var blocks = Enumerable.Range(0, Blocks).Select(_ => (nint)Kmalloc.Alloc(Size)).ToList();
+            blocks.ForEach(p => Fill((byte*)p, Size, 7));
+            long rssFull = RssBytes();
+            long heldFull = Pages.BytesHeld;
+            blocks.ForEach(p => Kmalloc.Free((void*)p));
+            // Freed but kept for reuse: still held, still resident.
+            Assert.True(Pages.CachedBytes >= (long)Blocks * Size);
+            Assert.Equal(heldFull, Pages.BytesHeld);
+            Pages.Trim();
+            Assert.True(Pages.BytesHeld <= heldFull - (long)Blocks * Size, $"held {heldFull} -> {Pages.BytesHeld}");
+            if (rssFull != 0)
+                Assert.True(RssBytes() <= rssFull - (long)Blocks * Size * 3 / 4, $"RSS {rssFull} -> {RssBytes()}: the purge did not give the pages back");
+            Pages.CheckAccounting();
+
+            // The decay: with no Trim, the reclaim thread gives them back once they are old enough.
+            Pages.PurgeDelay = TimeSpan.FromMilliseconds(50);
+            blocks = Enumerable.Range(0, Blocks).Select(_ => (nint)Kmalloc.Alloc(Size)).ToList();
+            blocks.ForEach(p => Fill((byte*)p, Size, 8));
+            long rssAgain = RssBytes();
+            blocks.ForEach(p => Kmalloc.Free((void*)p));
+            Assert.True(SpinWait.SpinUntil(() => Pages.CachedBytes < Size, TimeSpan.FromSeconds(20)), $"{Pages.CachedBytes} bytes still cached; reclaim {Reclaim.GetStatistics()}, purged {Pages.PurgedBytes}, last failure {Reclaim.LastFailure}");
+            if (rssAgain != 0)
+                Assert.True(RssBytes() <= rssAgain - (long)Blocks * Size * 3 / 4, $"RSS {rssAgain} -> {RssBytes()} after the decay");
+        }
+        finally
+        {
+            Pages.PurgeDelay = savedDelay;
+        }
+    }
+
+    [Fact]
+    public void Sixty_five_thousand_large_allocations_take_a_few_mappings_not_one_each()
+    {
+        // Before the zone, each Kmalloc(20000) was a mapping of its own, and about this many
+        // reached vm.max_map_count (65530) and took the process down.
+        int mapsBefore = MappingCount();
+        long inUse = Pages.BytesInUse;
+        var blocks = new nint[65_000];
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            blocks[i] = (nint)Kmalloc.Alloc(20_000);
+            *(int*)blocks[i] = i;
+        }
+        int mapsAfter = MappingCount();
+        Assert.True(mapsAfter - mapsBefore < 1000, $"mappings {mapsBefore} -> {mapsAfter}");
+        // Page granular: 5 pages each, not 8.
+        Assert.True(Pages.BytesInUse - inUse <= 65_000L * 5 * Page, $"{Pages.BytesInUse - inUse} bytes in use");
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            Assert.Equal(i, *(int*)blocks[i]);
+            Kmalloc.Free((void*)blocks[i]);
+        }
+        Assert.Equal(inUse, Pages.BytesInUse);
+        Pages.Trim();
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void When_the_OS_refuses_a_mapping_the_allocation_fails_and_everything_else_goes_on()
+    {
+        void* kept = Kmalloc.Alloc(100_000);
+        new Span<byte>(kept, 100_000).Fill(0x5A);
+        long held = Pages.BytesHeld;
+        try
+        {
+            // Every mapping fails, as at vm.max_map_count: a dedicated block (above half an
+            // arena) and a new arena (a block no arena has room for) are both refused.
+            OsMemory.FailMaps = int.MaxValue;
+            var e = Assert.Throws<SlabAllocationException>(() => Kmalloc.Alloc(600 << 20));
+            Assert.Equal(AllocationFailure.OutOfMemory, e.Reason);
+            Assert.False(Kmalloc.TryAlloc(700 << 20, out void* none));
+            Assert.True(none == null);
+            int arenas = Pages.Arenas;
+            Assert.False(Zone.Grow(Zone.MaxArenaOrder));
+            Assert.Equal(arenas, Pages.Arenas);
+            Assert.Equal(held, Pages.BytesHeld);
+        }
+        finally
+        {
+            OsMemory.FailMaps = 0;
+        }
+        // Nothing held was touched, the reclaim thread lives, and the next allocation works.
+        Assert.True(new ReadOnlySpan<byte>(kept, 100_000).IndexOfAnyExcept((byte)0x5A) < 0);
+        Assert.True(Reclaim.RunPass(deep: true));
+        void* big = Kmalloc.Alloc(300 << 20);
+        Kmalloc.Free(big);
+        Kmalloc.Free(kept);
+        Pages.CheckAccounting();
+    }
+}
