@@ -86,7 +86,7 @@ public static unsafe partial class Kmalloc
             return;
         }
         LargeBlocks.Check(p, h);
-        DeferredFrees.Push(p, 0, "kmalloc");   // unmapping may take page_cache or call the OS
+        DeferredFrees.Push(p, 0, "kmalloc");   // unmapping may take page_zone or call the OS
     }
 
     /// <summary>Frees what <see cref="FreeNoLock"/> deferred, now, on this thread; Shrink and the reclaim thread do it too.</summary>

@@ -45,21 +45,30 @@ internal static unsafe class PageMap
     public static void Set(void* block, nuint size, SlabHeader* header)
     {
         Debug.Assert(((nuint)block & (GranuleSize - 1)) == 0, "block not granule aligned");
-        for (nuint g = (nuint)block; g < (nuint)block + size; g += GranuleSize)
+        Fill((nuint)block, size, header, create: true);
+    }
+
+    public static void Clear(void* block, nuint size) => Fill((nuint)block, size, null, create: false);
+
+    /// <summary>Writes <paramref name="header"/> into every page entry of the block, a leaf's run at a time.</summary>
+    private static void Fill(nuint start, nuint size, SlabHeader* header, bool create)
+    {
+        nuint end = start + size;
+        for (nuint g = start; g < end;)
         {
-            ref SlabHeader* entry = ref Entry(g, create: true);
-            Debug.Assert(header == null || entry == null, "granule already mapped");
-            entry = header;
+            SlabHeader** first = Entry(g, create);
+            // Entries up to the end of this leaf (1 GiB) or of the block, whichever is first.
+            nuint leafEnd = (g | (((nuint)1 << LeafShift) - 1)) + 1;
+            nuint stop = end < leafEnd ? end : leafEnd;
+            int count = (int)((stop - g) >> GranuleShift);
+            var run = new Span<nint>(first, count);
+            Debug.Assert(header == null || run.IndexOfAnyExcept((nint)0) < 0, "granule already mapped");
+            run.Fill((nint)header);
+            g = stop;
         }
     }
 
-    public static void Clear(void* block, nuint size)
-    {
-        for (nuint g = (nuint)block; g < (nuint)block + size; g += GranuleSize)
-            Entry(g, create: false) = null;
-    }
-
-    private static ref SlabHeader* Entry(nuint address, bool create)
+    private static SlabHeader** Entry(nuint address, bool create)
     {
         ulong a = address;
         Debug.Assert((a >> 48) == 0, "address beyond 48 bits");
@@ -75,6 +84,6 @@ internal static unsafe class PageMap
             else
                 NativeMemory.Free(fresh);
         }
-        return ref leaf[(a >> GranuleShift) & ((1u << LeafBits) - 1)];
+        return leaf + ((a >> GranuleShift) & ((1u << LeafBits) - 1));
     }
 }

@@ -5,7 +5,7 @@
  *                      lock held (slab constructors run with none).
  *   pcpu_lock          LeafSpinLock: the chunk list and every area map. All that Free
  *                      takes, so a slab destructor (leaf locks only) may free per-CPU memory.
- * Under the mutex the page layer may take page_cache; never under pcpu_lock.
+ * Under the mutex the page layer may take page_zone; never under pcpu_lock.
  */
 
 using System.Diagnostics;

@@ -1,0 +1,69 @@
+using System.Runtime.InteropServices;
+using Kmem.Workloads;
+using Spectre.Console;
+
+namespace Kmem.Cli;
+
+/// <summary>
+/// `kmem bench --pages`: the page-layer workloads against the C allocators this machine
+/// has, in one process, in alternating rounds (medians; the machine is shared and noisy,
+/// so only the ratios within one run mean much).
+/// </summary>
+internal static class PagesBenchCommand
+{
+    public static int Run(bool quick)
+    {
+        IReadOnlyList<NativePeer> peers = NativePeer.Load(out IReadOnlyList<string> missing);
+        AnsiConsole.MarkupLine($"[bold]kmem bench --pages[/]{(quick ? " --quick" : "")}: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}");
+        AnsiConsole.MarkupLine($"peers: {(peers.Count == 0 ? "none" : string.Join(", ", peers.Select(p => p.Name)))}");
+        foreach (string m in missing)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]not found: {m}[/]");
+        int rounds = quick ? 3 : 9;
+        var round = TimeSpan.FromSeconds(quick ? 0.1 : 0.3);
+        var seq = PageLayerWorkloads.Sequence(42, 8 << 10, 256 << 10);
+
+        var workloads = new (string Name, Func<IMallocOps?, NativePeer?, double> Run)[]
+        {
+            ("random 8..256 KiB, 256 live, free+alloc", (_, p) => p == null
+                ? PageLayerWorkloads.RandomReplace(new KmallocOps(), seq, touch: false, round)
+                : PageLayerWorkloads.RandomReplace(new PeerOps(p), seq, touch: false, round)),
+            ("the same, every page written", (_, p) => p == null
+                ? PageLayerWorkloads.RandomReplace(new KmallocOps(), seq, touch: true, round)
+                : PageLayerWorkloads.RandomReplace(new PeerOps(p), seq, touch: true, round)),
+            ("realloc 16 B -> 1 MiB doubling, clean", (_, p) => p == null
+                ? PageLayerWorkloads.ReallocChain(new KmallocOps(), mixedFirst: false, round)
+                : PageLayerWorkloads.ReallocChain(new PeerOps(p), mixedFirst: false, round)),
+            ("realloc chain after a mixed-size phase", (_, p) => p == null
+                ? PageLayerWorkloads.ReallocChain(new KmallocOps(), mixedFirst: true, round)
+                : PageLayerWorkloads.ReallocChain(new PeerOps(p), mixedFirst: true, round)),
+        };
+        var table = new Table().AddColumn("workload (ns per op, median)").AddColumn("Kmalloc");
+        foreach (NativePeer p in peers)
+            table.AddColumn(p.Name);
+        foreach (NativePeer p in peers)
+            table.AddColumn($"Kmalloc / {p.Name}");
+        foreach (var (name, run) in workloads)
+        {
+            var samples = new List<double>[peers.Count + 1];
+            for (int i = 0; i < samples.Length; i++)
+                samples[i] = [];
+            for (int r = 0; r < rounds; r++)
+            {
+                // Alternate the order each round, so drift hits every allocator alike.
+                for (int k = 0; k <= peers.Count; k++)
+                {
+                    int i = r % 2 == 0 ? k : peers.Count - k;
+                    samples[i].Add(run(null, i == 0 ? null : peers[i - 1]));
+                }
+            }
+            double[] medians = [.. samples.Select(s => s.Order().ElementAt(s.Count / 2))];
+            var row = new List<string> { name, $"{medians[0]:F0}" };
+            row.AddRange(medians.Skip(1).Select(m => $"{m:F0}"));
+            row.AddRange(medians.Skip(1).Select(m => $"{medians[0] / m:F2}"));
+            table.AddRow([.. row]);
+        }
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"page layer: {Pages.Arenas} arenas, {Pages.BytesReserved >> 20} MiB reserved, {Pages.BytesHeld >> 20} MiB held, {Pages.PurgedBytes >> 20} MiB purged so far");
+        return 0;
+    }
+}

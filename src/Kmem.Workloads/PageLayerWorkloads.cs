@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+
+namespace Kmem.Workloads;
+
+/// <summary>One allocator's malloc, free and realloc, specialised by the JIT per struct.</summary>
+public unsafe interface IMallocOps
+{
+    void* Alloc(nuint size);
+
+    void Free(void* p);
+
+    void* Realloc(void* p, nuint size);
+}
+
+/// <summary>Kmalloc, called directly.</summary>
+public readonly unsafe struct KmallocOps : IMallocOps
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public void* Alloc(nuint size) => Kmalloc.Alloc(size);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public void Free(void* p) => Kmalloc.Free(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public void* Realloc(void* p, nuint size) => Kmalloc.Realloc(p, size);
+}
+
+/// <summary>A C peer through its function pointers.</summary>
+public readonly unsafe struct PeerOps(NativePeer peer) : IMallocOps
+{
+    private readonly delegate* unmanaged[Cdecl, SuppressGCTransition]<nuint, void*> _malloc = peer.Malloc;
+    private readonly delegate* unmanaged[Cdecl, SuppressGCTransition]<void*, void> _free = peer.Free;
+    private readonly delegate* unmanaged[Cdecl, SuppressGCTransition]<void*, nuint, void*> _realloc = peer.Realloc;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public void* Alloc(nuint size) => _malloc(size);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public void Free(void* p) => _free(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public void* Realloc(void* p, nuint size) => _realloc(p, size);
+}
+
+/// <summary>
+/// The page-layer issue's workloads, the same operation sequence for every allocator (a
+/// fixed seed), timed in alternating rounds by the caller.
+/// </summary>
+public static unsafe class PageLayerWorkloads
+{
+    public const int Live = 256;
+    private const int Ops = 1 << 14;
+
+    /// <summary>The sequence: slot to replace and new size, sizes uniform in [min, max].</summary>
+    public static (int[] Slots, nuint[] Sizes) Sequence(int seed, nuint min, nuint max)
+    {
+        var random = new Random(seed);
+        var slots = new int[Ops];
+        var sizes = new nuint[Ops];
+        for (int i = 0; i < Ops; i++)
+        {
+            slots[i] = random.Next(Live);
+            sizes[i] = min + (nuint)random.NextInt64((long)(max - min + 1));
+        }
+        return (slots, sizes);
+    }
+
+    /// <summary>
+    /// ns per free+alloc: <see cref="Live"/> blocks live, each step frees a random one and
+    /// allocates a random size in its place; <paramref name="touch"/> writes every page of
+    /// the new block (as a user of it would), so page faults and purges count.
+    /// </summary>
+    public static double RandomReplace<T>(T ops, (int[] Slots, nuint[] Sizes) seq, bool touch, TimeSpan duration) where T : struct, IMallocOps
+    {
+        var live = new nint[Live];
+        for (int i = 0; i < Live; i++)
+            live[i] = (nint)ops.Alloc(seq.Sizes[i]);
+        long n = 0;
+        var sw = Stopwatch.StartNew();
+        do
+        {
+            n += Replace(ops, live, seq.Slots, seq.Sizes, touch);
+        }
+        while (sw.Elapsed < duration);
+        double ns = sw.Elapsed.TotalNanoseconds / n;
+        foreach (nint p in live)
+            ops.Free((void*)p);
+        return ns;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static int Replace<T>(T ops, nint[] live, int[] slots, nuint[] sizes, bool touch) where T : struct, IMallocOps
+    {
+        for (int i = 0; i < slots.Length; i++)
+        {
+            int s = slots[i];
+            ops.Free((void*)live[s]);
+            nuint size = sizes[i];
+            byte* p = (byte*)ops.Alloc(size);
+            if (touch)
+            {
+                for (nuint o = 0; o < size; o += 4096)
+                    p[o] = 1;
+            }
+            live[s] = (nint)p;
+        }
+        return slots.Length;
+    }
+
+    /// <summary>
+    /// ns per realloc: a block grows from 16 B to 1 MiB by doubling, its last byte written
+    /// at each size, then is freed; <paramref name="mixedFirst"/> leaves the heap holding
+    /// blocks of many sizes first (every other one of 2048 random 8 KiB..1 MiB blocks), the
+    /// state that made the old block cache fall off a cliff.
+    /// </summary>
+    public static double ReallocChain<T>(T ops, bool mixedFirst, TimeSpan duration) where T : struct, IMallocOps
+    {
+        var kept = new List<nint>();
+        if (mixedFirst)
+        {
+            var random = new Random(7);
+            var all = new List<nint>();
+            for (int i = 0; i < 2048; i++)
+                all.Add((nint)ops.Alloc((nuint)random.Next(8 << 10, 1 << 20)));
+            for (int i = 0; i < all.Count; i++)
+            {
+                if (i % 2 == 0)
+                    ops.Free((void*)all[i]);
+                else
+                    kept.Add(all[i]);
+            }
+        }
+        long n = 0;
+        var sw = Stopwatch.StartNew();
+        do
+        {
+            n += Chain(ops);
+        }
+        while (sw.Elapsed < duration);
+        double ns = sw.Elapsed.TotalNanoseconds / n;
+        foreach (nint p in kept)
+            ops.Free((void*)p);
+        return ns;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static int Chain<T>(T ops) where T : struct, IMallocOps
+    {
+        int steps = 0;
+        byte* p = (byte*)ops.Alloc(16);
+        for (nuint size = 32; size <= 1 << 20; size *= 2, steps++)
+        {
+            p = (byte*)ops.Realloc(p, size);
+            p[size - 1] = 1;
+        }
+        ops.Free(p);
+        return steps;
+    }
+}
