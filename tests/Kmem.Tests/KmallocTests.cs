@@ -6,12 +6,14 @@ public unsafe class KmallocTests
     public void Every_size_up_to_the_largest_class_gets_enough_aligned_bytes()
     {
         var held = new List<nint>();
-        for (nuint size = 0; size <= Kmalloc.MaxCachedSize; size += size < 256 ? 1u : 61u)
+        for (nuint size = 0; size <= Kmalloc.MaxCachedSize; size += size < 256 ? 1u : size < 8192 ? 61u : 1021u)
         {
             byte* p = (byte*)Kmalloc.Alloc(size);
             nuint usable = Kmalloc.UsableSize(p);
             Assert.True(usable >= size, $"size {size}: usable {usable}");
             Assert.True(usable <= Math.Max(8, size * 2), $"size {size}: usable {usable} wastes more than half");
+            if (size > 8192)
+                Assert.True(usable * 4 <= size * 5 + 4 * 2048, $"size {size}: usable {usable} wastes more than a quarter of its doubling");
             Assert.Equal(0, (nint)p % 8);
             if (nuint.IsPow2(usable))
                 Assert.Equal(0, (nint)p % (nint)Math.Min(usable, 4096u));
@@ -23,8 +25,8 @@ public unsafe class KmallocTests
     }
 
     [Theory]
-    [InlineData(8193)]
-    [InlineData(65536)]
+    [InlineData(Kmalloc.MaxCachedSize + 1)]
+    [InlineData(1 << 20)]
     [InlineData(3_000_000)]
     public void Large_sizes_come_from_pages_and_go_back(int size)
     {
@@ -101,7 +103,13 @@ public unsafe class KmallocTests
     [Fact]
     public void Caches_are_the_kernel_size_classes()
     {
-        Assert.Equal(new[] { 8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192 },
+        // The kernel's to 8 KiB, then four per doubling to 256 KiB.
+        Assert.Equal(new[]
+            {
+                8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192,
+                10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
+                81920, 98304, 114688, 131072, 163840, 196608, 229376, 262144,
+            },
             Kmalloc.Caches.Select(c => c.ObjectSize));
         Assert.All(Kmalloc.Caches, c => Assert.StartsWith("kmalloc-", c.Name, StringComparison.Ordinal));
     }

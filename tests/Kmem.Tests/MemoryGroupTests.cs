@@ -17,7 +17,7 @@ public unsafe class MemoryGroupTests
         {
             for (int i = 0; i < small.Length; i++)
                 small[i] = (nint)Kmalloc.Alloc(100, KmallocFlags.Account | KmallocFlags.Zero);
-            large = (nint)Kmalloc.Alloc(100_000, KmallocFlags.Account);
+            large = (nint)Kmalloc.Alloc(300_000, KmallocFlags.Account);   // a large block
         }
         Assert.All(small, p => Assert.Equal(0, *(long*)p));
         Assert.Equal((nuint)128, Kmalloc.UsableSize((void*)small[0]));   // kmalloc-cg-128; the group id lives after the usable bytes

@@ -399,7 +399,7 @@ public unsafe class DeferredDoubleFreeTests
     {
         using var cache = SlabCache.Create("nolock-double", 56, TestOptions.Unmerged);
         var p = (nint)cache.Alloc();
-        var big = (nint)Kmalloc.Alloc(100_000);
+        var big = (nint)Kmalloc.Alloc(300_000);   // above the largest class
         Exception? second = null, secondLarge = null;
         long deferredBefore = Kmalloc.GetNoLockStatistics().FreesDeferred;
         // A thread with no sheaf of this cache must defer the free; a large block is always deferred.

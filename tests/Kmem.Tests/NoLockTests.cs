@@ -130,7 +130,7 @@ public unsafe class NoLockTests(ITestOutputHelper output)
     [Fact]
     public void A_large_block_freed_without_waiting_is_returned_by_the_next_drain()
     {
-        void* big = Kmalloc.Alloc(256 * 1024);
+        void* big = Kmalloc.Alloc(512 * 1024);
         long live = Kmalloc.LargeAllocations;
         Kmalloc.FreeNoLock(big);
         Assert.Equal(live, Kmalloc.LargeAllocations);   // deferred: unmapping may wait

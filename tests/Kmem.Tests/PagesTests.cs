@@ -123,11 +123,11 @@ public unsafe class LargeBlockReuseTests
     {
         for (int round = 0; round < 20; round++)
         {
-            byte* dirty = (byte*)Kmalloc.Alloc(40_000);
-            new Span<byte>(dirty, 40_000).Fill(0xEE);
+            byte* dirty = (byte*)Kmalloc.Alloc(400_000);
+            new Span<byte>(dirty, 400_000).Fill(0xEE);
             Kmalloc.Free(dirty);
-            byte* p = (byte*)Kmalloc.AllocZeroed(40_000);
-            Assert.True(new ReadOnlySpan<byte>(p, 40_000).IndexOfAnyExcept((byte)0) < 0, "AllocZeroed returned dirty bytes");
+            byte* p = (byte*)Kmalloc.AllocZeroed(400_000);
+            Assert.True(new ReadOnlySpan<byte>(p, 400_000).IndexOfAnyExcept((byte)0) < 0, "AllocZeroed returned dirty bytes");
             Kmalloc.Free(p);
         }
     }

@@ -91,7 +91,7 @@ public sealed unsafe class SlabCache : IDisposable
     }
 
     /// <summary>Largest object size a cache accepts.</summary>
-    public const int MaxObjectSize = 128 * 1024;
+    public const int MaxObjectSize = 256 * 1024;
 
     /// <summary>The name given at creation (a merged cache keeps its own name).</summary>
     public string Name { get; }

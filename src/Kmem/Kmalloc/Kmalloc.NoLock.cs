@@ -43,7 +43,7 @@ public static unsafe partial class Kmalloc
         if (size <= MaxCachedSize)
         {
             SlabCacheCore[] caches = (flags & KmallocFlags.Account) != 0 ? s_accounted : s_caches;
-            int c = s_classOf[(int)((size + 7) >> 3)];
+            int c = ClassOf(size);
             void* p = caches[c].TryAllocNoLock(out bool busy);
             if (p == null && busy && c + 1 < caches.Length)
             {

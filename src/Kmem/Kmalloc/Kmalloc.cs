@@ -8,20 +8,33 @@ namespace Kmem;
 
 /// <summary>
 /// General-purpose allocation by size (kmalloc): sizes up to <see cref="MaxCachedSize"/>
-/// come from the kmalloc-N slab caches, larger ones straight from the page layer.
+/// come from the kmalloc-N slab caches (the kernel's classes to 8 KiB, then four per
+/// doubling to 256 KiB, as mimalloc's bins), larger ones from the page layer's buddy.
 /// <see cref="Free"/> needs no size: the page map finds the block from the address.
 /// </summary>
 /// <remarks>
 /// Power-of-two sizes up to 4 KiB are naturally aligned; every object is at least
-/// 8-byte aligned; large allocations are 64 KiB aligned.
+/// 8-byte aligned; large allocations are page aligned.
 /// </remarks>
 public static unsafe partial class Kmalloc
 {
-    /// <summary>Largest size served from a slab cache.</summary>
-    public const int MaxCachedSize = 8192;
+    /// <summary>
+    /// Largest size served from a slab cache. SLUB stops at 8 KiB because its page
+    /// allocator is fast; here a 256 KiB class allocation is a sheaf pop (about 20 ns)
+    /// where a page-layer block costs a lock, a split and page-map writes (about 250 ns):
+    /// docs/benchmarks.md section 9.
+    /// </summary>
+    public const int MaxCachedSize = 256 * 1024;
 
-    // The kernel's kmalloc size classes (kmalloc_info[]).
-    private static readonly int[] s_sizes = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
+    /// <summary>The largest of the kernel's classes, found through the byte table.</summary>
+    private const int TableMaxSize = 8192;
+
+    /// <summary>Classes below 8 KiB and up to it.</summary>
+    private const int KernelClasses = 13;
+
+    // The kernel's kmalloc size classes (kmalloc_info[]) to 8 KiB, then four per doubling
+    // (10, 12, 14, 16, 20, ... 224, 256 KiB): at most 25% of a slot wasted, not 50%.
+    private static readonly int[] s_sizes = BuildSizes();
 
     /// <summary>The kmalloc-N caches' handles (never disposed), smallest first.</summary>
     private static readonly SlabCache[] s_handles = CreateCaches(accounted: false);
@@ -60,7 +73,7 @@ public static unsafe partial class Kmalloc
     public static void* Alloc(nuint size)
     {
         if (size <= MaxCachedSize)
-            return s_caches[s_classOf[(int)((size + 7) >> 3)]].Alloc();
+            return s_caches[ClassOf(size)].Alloc();
         return AllocLarge(size, throwOnFailure: true, zero: false);
     }
 
@@ -68,7 +81,7 @@ public static unsafe partial class Kmalloc
     public static bool TryAlloc(nuint size, out void* p)
     {
         if (size <= MaxCachedSize)
-            return s_caches[s_classOf[(int)((size + 7) >> 3)]].TryAlloc(out p);
+            return s_caches[ClassOf(size)].TryAlloc(out p);
         p = AllocLarge(size, throwOnFailure: false, zero: false);
         return p != null;
     }
@@ -78,7 +91,7 @@ public static unsafe partial class Kmalloc
     {
         if (size > MaxCachedSize)
             return AllocLarge(size, throwOnFailure: true, zero: true);
-        SlabCacheCore cache = s_caches[s_classOf[(int)((size + 7) >> 3)]];
+        SlabCacheCore cache = s_caches[ClassOf(size)];
         void* p = cache.Alloc();
         NativeMemory.Clear(p, (nuint)cache.UsableSize);
         return p;
@@ -105,7 +118,7 @@ public static unsafe partial class Kmalloc
                 : AllocLarge(size, throwOnFailure, zero);
             return p != null;
         }
-        SlabCacheCore cache = ((flags & KmallocFlags.Account) != 0 ? s_accounted : s_caches)[s_classOf[(int)((size + 7) >> 3)]];
+        SlabCacheCore cache = ((flags & KmallocFlags.Account) != 0 ? s_accounted : s_caches)[ClassOf(size)];
         if (throwOnFailure)
             p = cache.Alloc();
         else if (!cache.TryAlloc(out p))
@@ -265,9 +278,35 @@ public static unsafe partial class Kmalloc
         return caches;
     }
 
+    /// <summary>The class of a size up to <see cref="MaxCachedSize"/>: the kernel's table to 8 KiB, then the quarter of its doubling.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ClassOf(nuint size) => size <= TableMaxSize ? s_classOf[(int)((size + 7) >> 3)] : QuarterClassOf(size);
+
+    /// <summary>
+    /// For 8 KiB &lt; size ≤ 256 KiB: with s = size - 1 and b = log2(s), the classes of the
+    /// doubling (2^b, 2^(b+1)] are (5..8) × 2^(b-2), picked by the two bits below s's top bit.
+    /// </summary>
+    private static int QuarterClassOf(nuint size)
+    {
+        nuint s = size - 1;
+        int b = System.Numerics.BitOperations.Log2(s);
+        return KernelClasses + (b - 13) * 4 + (int)((s >> (b - 2)) & 3);
+    }
+
+    private static int[] BuildSizes()
+    {
+        var sizes = new List<int> { 8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192 };
+        for (int b = 13; (1 << b) < MaxCachedSize; b++)
+        {
+            for (int q = 0; q < 4; q++)
+                sizes.Add((5 + q) << (b - 2));
+        }
+        return [.. sizes];
+    }
+
     private static byte[] BuildClassTable()
     {
-        var table = new byte[MaxCachedSize / 8 + 1];
+        var table = new byte[TableMaxSize / 8 + 1];
         int c = 0;
         for (int slot = 0; slot < table.Length; slot++)
         {

@@ -10,7 +10,7 @@ namespace Kmem.Slab;
 internal readonly unsafe struct SlabLayout
 {
     public const int MinSlabShift = 16;   // 64 KiB: one page-map granule
-    public const int MaxSlabShift = 20;   // 1 MiB
+    public const int MaxSlabShift = 21;   // 2 MiB: at least 4 objects of the 256 KiB kmalloc class
     public const int MinObjectsPerSlab = 4;
 
     public readonly int SlabSize;
@@ -38,7 +38,7 @@ internal readonly unsafe struct SlabLayout
     public readonly int Span;
 
     /// <summary>
-    /// Picks the smallest slab (64 KiB .. 1 MiB) whose waste, header included, is at
+    /// Picks the smallest slab (64 KiB .. 2 MiB) whose waste, header included, is at
     /// most 1/16 of it, as SLUB's calculate_order does with its fraction.
     /// </summary>
     /// <param name="stride">Object slot size, a multiple of <paramref name="align"/>.</param>
