@@ -11,11 +11,15 @@ namespace Kmem.Cli;
 /// </summary>
 internal static class PagesBenchCommand
 {
-    public static int Run(bool quick)
+    /// <param name="quick">Shorter rounds.</param>
+    /// <param name="kmallocOnly">No peers (to count Kmalloc's own system calls with strace).</param>
+    public static int Run(bool quick, bool kmallocOnly)
     {
-        IReadOnlyList<NativePeer> peers = NativePeer.Load(out IReadOnlyList<string> missing);
+        IReadOnlyList<string> missing = [];
+        IReadOnlyList<NativePeer> peers = kmallocOnly ? [] : NativePeer.Load(out missing);
         AnsiConsole.MarkupLine($"[bold]kmem bench --pages[/]{(quick ? " --quick" : "")}: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}");
         AnsiConsole.MarkupLine($"peers: {(peers.Count == 0 ? "none" : string.Join(", ", peers.Select(p => p.Name)))}");
+        long opsBefore = PageLayerWorkloads.Operations;
         foreach (string m in missing)
             AnsiConsole.MarkupLineInterpolated($"[yellow]not found: {m}[/]");
         int rounds = quick ? 3 : 9;
@@ -63,6 +67,7 @@ internal static class PagesBenchCommand
             table.AddRow([.. row]);
         }
         AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"{PageLayerWorkloads.Operations - opsBefore:N0} operations over all allocators");
         AnsiConsole.MarkupLine($"page layer: {Pages.Arenas} arenas, {Pages.BytesReserved >> 20} MiB reserved, {Pages.BytesHeld >> 20} MiB held, {Pages.PurgedBytes >> 20} MiB purged so far");
         return 0;
     }

@@ -41,6 +41,10 @@ public static unsafe class PageLayerWorkloads
 {
     public const int Live = 256;
     private const int Ops = 1 << 14;
+    private static long s_operations;
+
+    /// <summary>Free+alloc pairs and reallocs run so far, over every allocator.</summary>
+    public static long Operations => Interlocked.Read(ref s_operations);
 
     /// <summary>The sequence: slot to replace and new size, sizes uniform in [min, max].</summary>
     public static (int[] Slots, nuint[] Sizes) Sequence(int seed, nuint min, nuint max)
@@ -74,6 +78,7 @@ public static unsafe class PageLayerWorkloads
         }
         while (sw.Elapsed < duration);
         double ns = sw.Elapsed.TotalNanoseconds / n;
+        Interlocked.Add(ref s_operations, n);
         foreach (nint p in live)
             ops.Free((void*)p);
         return ns;
@@ -129,6 +134,7 @@ public static unsafe class PageLayerWorkloads
         }
         while (sw.Elapsed < duration);
         double ns = sw.Elapsed.TotalNanoseconds / n;
+        Interlocked.Add(ref s_operations, n);
         foreach (nint p in kept)
             ops.Free((void*)p);
         return ns;
