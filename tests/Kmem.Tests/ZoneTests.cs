@@ -69,8 +69,26 @@ public unsafe class ZoneTests
         // The reference: live blocks by address. A block overlapping another is a buddy bug.
         var live = new SortedDictionary<nuint, (nuint Size, byte Value)>();
         long inUse = Pages.BytesInUse;
+        int grown = 0;
         for (int op = 0; op < 20_000; op++)
         {
+            if (live.Count > 0 && random.Next(8) == 0)
+            {
+                // Growth in place: only into free pages, never over a neighbour.
+                nuint key = live.Keys.ElementAt(random.Next(live.Count));
+                var (size, value) = live[key];
+                nuint bigger = size + (nuint)random.Next(1, 40) * Page;
+                if (Pages.TryGrowBlock((void*)key, size, bigger))
+                {
+                    grown++;
+                    foreach (var (other, _) in live)
+                        Assert.False(other > key && other < key + bigger, $"grew 0x{key:x} to {bigger} over 0x{other:x}");
+                    Verify((byte*)key, size, value);
+                    Fill((byte*)key, bigger, value);
+                    live[key] = (bigger, value);
+                }
+                continue;
+            }
             if (live.Count > 0 && (random.Next(2) == 0 || live.Count > 400))
             {
                 nuint key = live.Keys.ElementAt(random.Next(live.Count));
@@ -109,6 +127,7 @@ public unsafe class ZoneTests
             Verify((byte*)p, size, value);
             Pages.FreeBlock((void*)p, size);
         }
+        Assert.True(grown > 100, $"only {grown} growths in place");
         Assert.Equal(inUse, Pages.BytesInUse);
         Pages.CheckAccounting();
     }
@@ -225,6 +244,46 @@ public unsafe class ZoneTests
         foreach (nint p in big)
             Kmalloc.Free((void*)p);
         Pages.Trim();
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void Realloc_grows_a_large_block_in_place_into_free_pages_and_moves_it_when_they_are_taken()
+    {
+        // 600,000 bytes are 147 pages of a 256-page block whose 109-page tail was freed at
+        // once: growing to 1 MiB (256 pages) takes that tail back, with no copy.
+        byte* p = (byte*)Kmalloc.Alloc(600_000);
+        for (int i = 0; i < 600_000; i += 997)
+            p[i] = (byte)i;
+        long inUse = Pages.BytesInUse;
+        byte* q = (byte*)Kmalloc.Realloc(p, 1 << 20);
+        Assert.True(q == p, "a block with free pages after it moved");
+        Assert.Equal((nuint)(1 << 20), Kmalloc.UsableSize(q));
+        Assert.Equal(inUse + (256 - 147) * Page, Pages.BytesInUse);
+        for (int i = 0; i < 600_000; i += 997)
+            Assert.Equal((byte)i, q[i]);
+        q[(1 << 20) - 1] = 1;
+        Pages.CheckAccounting();
+        // The pages after it belong to its buddy block, taken now: the next growth moves it.
+        byte* neighbour = null;
+        var taken = new List<nint>();
+        for (int i = 0; i < 64 && neighbour == null; i++)
+        {
+            var b = (byte*)Kmalloc.Alloc(1 << 20);
+            if (b == q + (1 << 20))
+                neighbour = b;
+            taken.Add((nint)b);
+        }
+        if (neighbour != null)
+        {
+            byte* r = (byte*)Kmalloc.Realloc(q, 2 << 20);
+            Assert.True(r != q, "grew over a live neighbour");
+            for (int i = 0; i < 600_000; i += 997)
+                Assert.Equal((byte)i, r[i]);
+            q = r;
+        }
+        Kmalloc.Free(q);
+        taken.ForEach(b => Kmalloc.Free((void*)b));
         Pages.CheckAccounting();
     }
 

@@ -195,6 +195,10 @@ public static unsafe partial class Kmalloc
         nuint usable = UsableSize(p);
         if (size <= usable && size > usable / 2)
             return p;
+        // A large block grows into free pages after it, with no copy (krealloc cannot, but
+        // jemalloc and glibc's mremap do).
+        if (size > usable && size > MaxCachedSize && PageMap.Lookup(p) is var h && h->Kind == BlockKind.Large && LargeBlocks.TryGrowInPlace(h, size))
+            return p;
         // An accounted block stays accounted (krealloc passes its gfp on): the new one is
         // charged to the current group, the old one uncharged by its free.
         void* fresh = Alloc(size, IsAccounted(p) ? KmallocFlags.Account : KmallocFlags.None);

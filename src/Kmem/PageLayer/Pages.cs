@@ -247,6 +247,22 @@ public static unsafe class Pages
         Uncharge(size);
     }
 
+    /// <summary>
+    /// Grows the block at <paramref name="block"/> from <paramref name="size"/> to
+    /// <paramref name="newSize"/> bytes in place (both page multiples) if the pages after it
+    /// are free; false, with nothing changed, otherwise (a dedicated mapping never grows).
+    /// </summary>
+    internal static bool TryGrowBlock(void* block, nuint size, nuint newSize)
+    {
+        Debug.Assert(newSize > size && size % OsMemory.PageSize == 0 && newSize % OsMemory.PageSize == 0, "bad growth");
+        Arena? arena = Zone.Find((nuint)block);
+        if (arena == null || newSize / OsMemory.PageSize > int.MaxValue
+            || !Zone.TryExtend(arena, block, (int)(size / OsMemory.PageSize), (int)(newSize / OsMemory.PageSize)))
+            return false;
+        Interlocked.Add(ref s_bytesInUse, (long)(newSize - size));
+        return true;
+    }
+
     /// <summary>Tests: checks the zone's invariants and <see cref="BytesHeld"/> against the dirty pages; throws if one fails.</summary>
     internal static void CheckAccounting()
     {

@@ -141,6 +141,65 @@ internal static unsafe class Zone
     }
 
     /// <summary>
+    /// Extends the block of <paramref name="oldPages"/> pages at <paramref name="block"/> in
+    /// place to <paramref name="newPages"/>, if every page after it up to there is free
+    /// (realloc growing into a free neighbour, as jemalloc's extents do); the pages are
+    /// charged as an allocation's are. False, with nothing changed, otherwise.
+    /// </summary>
+    public static bool TryExtend(Arena a, void* block, int oldPages, int newPages)
+    {
+        int start = (int)(((nuint)block - a.Base) / OsMemory.PageSize) + oldPages;
+        int end = start - oldPages + newPages;
+        if (end > a.PageCount)
+            return false;
+        using (s_lock.Scope())
+        {
+            // First pass: every page of [start, end) lies in a free block.
+            for (int page = start; page < end;)
+            {
+                int head = FreeHeadContaining(a, page, out int order);
+                if (head < 0)
+                    return false;
+                page = head + (1 << order);
+            }
+            int count = end - start;
+            int dirty = a.CountDirty(start, count);
+            if (!Pages.TryCharge((nuint)(count - dirty) * OsMemory.PageSize))
+                return false;
+            // Second pass: take those blocks and give back what lies outside the range.
+            for (int page = start; page < end;)
+            {
+                int head = FreeHeadContaining(a, page, out int order);
+                int freedAt = a.FreedAtMs[head];
+                a.Unlink(head, order);
+                int blockEnd = head + (1 << order);
+                if (head < start)
+                    FreeRangeLocked(a, head, start - head, freedAt, coalesce: true);
+                if (blockEnd > end)
+                    FreeRangeLocked(a, end, blockEnd - end, freedAt, coalesce: true);
+                page = blockEnd;
+            }
+            a.SetDirty(start, count, true);
+            s_freePages -= count;
+            s_freeDirtyPages -= dirty;
+        }
+        return true;
+    }
+
+    /// <summary>The head of the free block holding <paramref name="page"/> (and its order), or -1 if the page is not free. Caller holds page_zone.</summary>
+    private static int FreeHeadContaining(Arena a, int page, out int order)
+    {
+        for (order = 0; order <= a.MaxOrder; order++)
+        {
+            int head = page & ~((1 << order) - 1);
+            if (a.HeadOrder[head] == order)
+                return head;
+        }
+        order = -1;
+        return -1;
+    }
+
+    /// <summary>
     /// Frees [page, page + count) as the largest aligned power-of-two blocks that tile it,
     /// each merged with its free buddy while it has one. Caller holds page_zone. The
     /// free-page counts are the caller's business (a split tail was never counted out).

@@ -59,6 +59,26 @@ internal static unsafe class LargeBlocks
         return block;
     }
 
+    /// <summary>
+    /// Grows the large block <paramref name="h"/> in place to hold <paramref name="size"/>
+    /// bytes if the pages after it are free; false otherwise. Unaccounted blocks only (an
+    /// accounted one would need its group charged for the growth: it moves instead).
+    /// </summary>
+    public static bool TryGrowInPlace(SlabHeader* h, nuint size)
+    {
+        if (size > MaxSize || h->LargeGroupId != 0)
+            return false;
+        nuint rounded = (size + OsMemory.PageSize - 1) & ~(nuint)(OsMemory.PageSize - 1);
+        nuint old = h->BlockSize;
+        if (rounded <= old || !Pages.TryGrowBlock(h->Block, old, rounded))
+            return false;
+        PageMap.Set(h->Block + old, rounded - old, h);
+        h->BlockSize = rounded;
+        h->LargeSize = rounded;
+        Interlocked.Add(ref s_bytes, (long)(rounded - old));
+        return true;
+    }
+
     /// <summary>Frees the large block at <paramref name="p"/> (<paramref name="h"/> from the page map), after <see cref="Check"/>.</summary>
     public static void Free(void* p, SlabHeader* h)
     {
