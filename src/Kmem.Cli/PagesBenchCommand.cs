@@ -67,6 +67,19 @@ internal static class PagesBenchCommand
             table.AddRow([.. row]);
         }
         AnsiConsole.Write(table);
+
+        // Memory: 1M live small objects, Kmalloc first (a fresh heap), each peer after.
+        var rss = new Table().AddColumn("1,000,000 live objects of 8..1024 B").AddColumn("RSS growth").AddColumn("x payload").AddColumn("given back after free (2 s)");
+        int count = quick ? 200_000 : 1_000_000;
+        var settle = TimeSpan.FromSeconds(quick ? 0.5 : 2);
+        var km = PageLayerWorkloads.SmallObjectRss(new KmallocOps(), count, settle);
+        rss.AddRow("Kmalloc", $"{km.LiveBytes >> 20} MiB", $"{(double)km.LiveBytes / km.Payload:F2}", $"{km.ReturnedFraction:P0}");
+        foreach (NativePeer p in peers)
+        {
+            var r = PageLayerWorkloads.SmallObjectRss(new PeerOps(p), count, settle);
+            rss.AddRow(p.Name, $"{r.LiveBytes >> 20} MiB ({(double)km.LiveBytes / r.LiveBytes:F2}x for Kmalloc)", $"{(double)r.LiveBytes / r.Payload:F2}", $"{r.ReturnedFraction:P0}");
+        }
+        AnsiConsole.Write(rss);
         AnsiConsole.MarkupLine($"{PageLayerWorkloads.Operations - opsBefore:N0} operations over all allocators");
         AnsiConsole.MarkupLine($"page layer: {Pages.Arenas} arenas, {Pages.BytesReserved >> 20} MiB reserved, {Pages.BytesHeld >> 20} MiB held, {Pages.PurgedBytes >> 20} MiB purged so far");
         return 0;

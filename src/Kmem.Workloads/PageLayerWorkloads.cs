@@ -140,6 +140,42 @@ public static unsafe class PageLayerWorkloads
         return ns;
     }
 
+    /// <summary>Resident set size of this process (VmRSS), 0 where /proc is missing.</summary>
+    public static long RssBytes()
+    {
+        if (!File.Exists("/proc/self/status"))
+            return 0;
+        string line = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+    }
+
+    /// <summary>
+    /// RSS growth for <paramref name="count"/> live objects of random sizes 8..1024 B (each
+    /// written whole), and the share of it given back once all are freed (no trim call;
+    /// <paramref name="settle"/> lets a decaying allocator decay).
+    /// </summary>
+    public static (long LiveBytes, long Payload, double ReturnedFraction) SmallObjectRss<T>(T ops, int count, TimeSpan settle) where T : struct, IMallocOps
+    {
+        var random = new Random(99);
+        var blocks = new nint[count];
+        long payload = 0;
+        long before = RssBytes();
+        for (int i = 0; i < count; i++)
+        {
+            int size = random.Next(8, 1025);
+            var p = (byte*)ops.Alloc((nuint)size);
+            new Span<byte>(p, size).Fill(1);
+            blocks[i] = (nint)p;
+            payload += size;
+        }
+        long live = RssBytes() - before;
+        foreach (nint p in blocks)
+            ops.Free((void*)p);
+        Thread.Sleep(settle);
+        long after = RssBytes() - before;
+        return (live, payload, live <= 0 ? 0 : 1.0 - (double)after / live);
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static int Chain<T>(T ops) where T : struct, IMallocOps
     {

@@ -12,8 +12,8 @@ public unsafe class KmallocTests
             nuint usable = Kmalloc.UsableSize(p);
             Assert.True(usable >= size, $"size {size}: usable {usable}");
             Assert.True(usable <= Math.Max(8, size * 2), $"size {size}: usable {usable} wastes more than half");
-            if (size > 8192)
-                Assert.True(usable * 4 <= size * 5 + 4 * 2048, $"size {size}: usable {usable} wastes more than a quarter of its doubling");
+            if (size > 128)
+                Assert.True(usable * 4 <= size * 5 + 32, $"size {size}: usable {usable} wastes more than a quarter of its doubling");
             Assert.Equal(0, (nint)p % 8);
             if (nuint.IsPow2(usable))
                 Assert.Equal(0, (nint)p % (nint)Math.Min(usable, 4096u));
@@ -103,10 +103,11 @@ public unsafe class KmallocTests
     [Fact]
     public void Caches_are_the_kernel_size_classes()
     {
-        // The kernel's to 8 KiB, then four per doubling to 256 KiB.
+        // The kernel's to 128 B, then four per doubling to 256 KiB.
         Assert.Equal(new[]
             {
-                8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192,
+                8, 16, 32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+                1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
                 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
                 81920, 98304, 114688, 131072, 163840, 196608, 229376, 262144,
             },

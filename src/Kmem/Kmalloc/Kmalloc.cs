@@ -8,7 +8,7 @@ namespace Kmem;
 
 /// <summary>
 /// General-purpose allocation by size (kmalloc): sizes up to <see cref="MaxCachedSize"/>
-/// come from the kmalloc-N slab caches (the kernel's classes to 8 KiB, then four per
+/// come from the kmalloc-N slab caches (the kernel's classes to 128 B, then four per
 /// doubling to 256 KiB, as mimalloc's bins), larger ones from the page layer's buddy.
 /// <see cref="Free"/> needs no size: the page map finds the block from the address.
 /// </summary>
@@ -29,12 +29,14 @@ public static unsafe partial class Kmalloc
     /// <summary>The largest of the kernel's classes, found through the byte table.</summary>
     private const int TableMaxSize = 8192;
 
-    /// <summary>Classes below 8 KiB and up to it.</summary>
-    private const int KernelClasses = 13;
-
-    // The kernel's kmalloc size classes (kmalloc_info[]) to 8 KiB, then four per doubling
-    // (10, 12, 14, 16, 20, ... 224, 256 KiB): at most 25% of a slot wasted, not 50%.
+    // The kernel's kmalloc size classes (kmalloc_info[]) to 128 B, then four per doubling
+    // (160, 192, 224, 256, 320, ... 224 KiB, 256 KiB): at most 25% of a slot wasted, not
+    // 50% as between the kernel's 256, 512 and 1024, which cost 1.22x mimalloc's RSS for
+    // random sizes of 8..1024 B (docs/benchmarks.md section 9).
     private static readonly int[] s_sizes = BuildSizes();
+
+    /// <summary>Classes up to and including 8 KiB: the first above it is this index.</summary>
+    private static readonly int s_classesTo8K = Array.IndexOf(s_sizes, TableMaxSize) + 1;
 
     /// <summary>The kmalloc-N caches' handles (never disposed), smallest first.</summary>
     private static readonly SlabCache[] s_handles = CreateCaches(accounted: false);
@@ -294,13 +296,13 @@ public static unsafe partial class Kmalloc
     {
         nuint s = size - 1;
         int b = System.Numerics.BitOperations.Log2(s);
-        return KernelClasses + (b - 13) * 4 + (int)((s >> (b - 2)) & 3);
+        return s_classesTo8K + (b - 13) * 4 + (int)((s >> (b - 2)) & 3);
     }
 
     private static int[] BuildSizes()
     {
-        var sizes = new List<int> { 8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192 };
-        for (int b = 13; (1 << b) < MaxCachedSize; b++)
+        var sizes = new List<int> { 8, 16, 32, 64, 96, 128 };
+        for (int b = 7; (1 << b) < MaxCachedSize; b++)
         {
             for (int q = 0; q < 4; q++)
                 sizes.Add((5 + q) << (b - 2));
