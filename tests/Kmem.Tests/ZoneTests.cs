@@ -320,3 +320,117 @@ public unsafe class ZoneTests
         Pages.CheckAccounting();
     }
 }
+
+/// <summary>Every size through every door, and large and small blocks freed on other threads (issue 13's tests).</summary>
+public unsafe class KmallocEverySizeTests
+{
+    /// <summary>1 B to 64 MiB: a geometric walk with neighbours of every class and page boundary.</summary>
+    private static IEnumerable<nuint> Sizes()
+    {
+        for (nuint s = 1; s <= 64u << 20; s = s < 64 ? s + 1 : s + s / 7)
+        {
+            yield return s;
+            if (s > 4096)
+                yield return s & ~(nuint)4095;   // a page multiple
+        }
+        yield return 64u << 20;
+    }
+
+    /// <summary>Every byte of a small block, every 4093rd of a large one (and the last).</summary>
+    private static nuint StepFor(nuint n) => n < (1u << 16) ? 1u : 4093u;
+
+    private static void Pattern(byte* p, nuint n, byte seed, nuint step)
+    {
+        for (nuint i = 0; i < n; i += step)
+            p[i] = (byte)(seed + i);
+        p[n - 1] = (byte)(seed + n - 1);
+    }
+
+    /// <summary>Checks what <see cref="Pattern"/> wrote with the same seed and step, over the first <paramref name="n"/> bytes.</summary>
+    private static void Check(byte* p, nuint n, byte seed, nuint step)
+    {
+        for (nuint i = 0; i < n; i += step)
+            Assert.True((byte)(seed + i) == p[i], $"0x{(nint)p:x}+{n}: byte {i} is {p[i]}, not {(byte)(seed + i)}");
+    }
+
+    [Fact]
+    public void Every_size_from_1_B_to_64_MiB_allocates_zeroes_reallocates_and_frees_with_contents_kept()
+    {
+        foreach (nuint size in Sizes())
+        {
+            byte* p = (byte*)Kmalloc.Alloc(size);
+            nuint usable = Kmalloc.UsableSize(p);
+            Assert.True(usable >= size, $"size {size}: usable {usable}");
+            nuint step = StepFor(size * 2);
+            Pattern(p, size, 3, step);
+            p[size - 1] = 0xEE;
+            // Up: twice the size, the old bytes kept.
+            byte* up = (byte*)Kmalloc.Realloc(p, size * 2);
+            Assert.True(Kmalloc.UsableSize(up) >= size * 2);
+            Check(up, size - 1, 3, step);
+            Assert.Equal(0xEE, up[size - 1]);
+            Pattern(up, size * 2, 5, step);
+            // Down: a third, the first bytes kept.
+            nuint third = Math.Max(1, size * 2 / 3);
+            byte* down = (byte*)Kmalloc.Realloc(up, third);
+            Assert.True(Kmalloc.UsableSize(down) >= third);
+            Check(down, third, 5, step);
+            Kmalloc.Free(down);
+            byte* z = (byte*)Kmalloc.AllocZeroed(size);
+            nuint zu = Kmalloc.UsableSize(z);
+            Assert.True(new ReadOnlySpan<byte>(z, (int)Math.Min(zu, (nuint)int.MaxValue)).IndexOfAnyExcept((byte)0) < 0, $"AllocZeroed({size}) not zero");
+            Kmalloc.Free(z);
+        }
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void Large_and_small_blocks_freed_on_other_threads_come_back_whole()
+    {
+        const int Producers = 2, PerProducer = 3000;
+        var queue = new System.Collections.Concurrent.BlockingCollection<(nint P, nuint Size, byte Seed)>(1024);
+        long inUse = Kmalloc.LargeBytes;
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var producers = Enumerable.Range(0, Producers).Select(t => new Thread(() =>
+        {
+            var random = new Random(t);
+            for (int i = 0; i < PerProducer; i++)
+            {
+                nuint size = random.Next(3) switch
+                {
+                    0 => (nuint)random.Next(1, 1024),
+                    1 => (nuint)random.Next(8 << 10, 256 << 10),
+                    _ => (nuint)random.Next(256 << 10, 4 << 20),
+                };
+                var p = (byte*)Kmalloc.Alloc(size);
+                byte seed = (byte)random.Next();
+                Pattern(p, size, seed, StepFor(size));
+                p[size - 1] = seed;
+                queue.Add(((nint)p, size, seed));
+            }
+        })).ToList();
+        var consumers = Enumerable.Range(0, 2).Select(_ => new Thread(() =>
+        {
+            foreach (var (p, size, seed) in queue.GetConsumingEnumerable())
+            {
+                try
+                {
+                    Check((byte*)p, size - 1, seed, StepFor(size));
+                    Assert.Equal(seed, ((byte*)p)[size - 1]);
+                }
+                catch (Exception e)
+                {
+                    failures.Enqueue($"0x{p:x}+{size}: {e.Message}");
+                }
+                Kmalloc.Free((void*)p);
+            }
+        })).ToList();
+        producers.ForEach(t => t.Start());
+        consumers.ForEach(t => t.Start());
+        producers.ForEach(t => t.Join());
+        queue.CompleteAdding();
+        consumers.ForEach(t => t.Join());
+        Assert.Empty(failures);
+        Assert.True(Kmalloc.LargeBytes <= inUse + (64L << 20), $"large bytes {inUse} -> {Kmalloc.LargeBytes}");
+    }
+}
