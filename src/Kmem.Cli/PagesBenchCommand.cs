@@ -13,7 +13,8 @@ internal static class PagesBenchCommand
 {
     /// <param name="quick">Shorter rounds.</param>
     /// <param name="kmallocOnly">No peers (to count Kmalloc's own system calls with strace).</param>
-    public static int Run(bool quick, bool kmallocOnly)
+    /// <param name="big">Also fill 8 GiB with Kmalloc(20000) (and glibc's malloc) and free it: minutes, and 2 GiB of RSS for glibc.</param>
+    public static int Run(bool quick, bool kmallocOnly, bool big)
     {
         IReadOnlyList<string> missing = [];
         IReadOnlyList<NativePeer> peers = kmallocOnly ? [] : NativePeer.Load(out missing);
@@ -25,6 +26,8 @@ internal static class PagesBenchCommand
         int rounds = quick ? 3 : 9;
         var round = TimeSpan.FromSeconds(quick ? 0.1 : 0.3);
         var seq = PageLayerWorkloads.Sequence(42, 8 << 10, 256 << 10);
+        var small = PageLayerWorkloads.Sequence(43, 8, 1024, live: 2048);
+        var medium = PageLayerWorkloads.Sequence(44, 1, 8192, live: 2048);
 
         var workloads = new (string Name, Func<IMallocOps?, NativePeer?, double> Run)[]
         {
@@ -34,6 +37,12 @@ internal static class PagesBenchCommand
             ("the same, every page written", (_, p) => p == null
                 ? PageLayerWorkloads.RandomReplace(new KmallocOps(), seq, touch: true, round)
                 : PageLayerWorkloads.RandomReplace(new PeerOps(p), seq, touch: true, round)),
+            ("random 8..1024 B, 2048 live, free+alloc", (_, p) => p == null
+                ? PageLayerWorkloads.RandomReplace(new KmallocOps(), small, touch: false, round)
+                : PageLayerWorkloads.RandomReplace(new PeerOps(p), small, touch: false, round)),
+            ("random 1..8192 B, 2048 live, free+alloc", (_, p) => p == null
+                ? PageLayerWorkloads.RandomReplace(new KmallocOps(), medium, touch: false, round)
+                : PageLayerWorkloads.RandomReplace(new PeerOps(p), medium, touch: false, round)),
             ("realloc 16 B -> 1 MiB doubling, clean", (_, p) => p == null
                 ? PageLayerWorkloads.ReallocChain(new KmallocOps(), mixedFirst: false, round)
                 : PageLayerWorkloads.ReallocChain(new PeerOps(p), mixedFirst: false, round)),
@@ -80,6 +89,19 @@ internal static class PagesBenchCommand
             rss.AddRow(p.Name, $"{r.LiveBytes >> 20} MiB ({(double)km.LiveBytes / r.LiveBytes:F2}x for Kmalloc)", $"{(double)r.LiveBytes / r.Payload:F2}", $"{r.ReturnedFraction:P0}");
         }
         AnsiConsole.Write(rss);
+
+        if (big)
+        {
+            var fill = new Table().AddColumn("8 GiB of live Kmalloc(20000), then free all").AddColumn("s per GiB").AddColumn("extra mappings at the peak");
+            var (ks, km2) = PageLayerWorkloads.FillAndFree(new KmallocOps(), 20000, 8L << 30);
+            fill.AddRow("Kmalloc", $"{ks:F3}", $"{km2}");
+            foreach (NativePeer p in peers.Where(p => p.Name == "glibc"))
+            {
+                var (gs, gm) = PageLayerWorkloads.FillAndFree(new PeerOps(p), 20000, 8L << 30);
+                fill.AddRow($"glibc (Kmalloc {ks / gs:F2}x)", $"{gs:F3}", $"{gm}");
+            }
+            AnsiConsole.Write(fill);
+        }
         AnsiConsole.MarkupLine($"{PageLayerWorkloads.Operations - opsBefore:N0} operations over all allocators");
         AnsiConsole.MarkupLine($"page layer: {Pages.Arenas} arenas, {Pages.BytesReserved >> 20} MiB reserved, {Pages.BytesHeld >> 20} MiB held, {Pages.PurgedBytes >> 20} MiB purged so far");
         return 0;

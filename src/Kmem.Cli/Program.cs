@@ -12,7 +12,7 @@ try
     {
         "demo" => DemoCommand.Run(quick, Option("--json"), Option("--out")),
         "stress" => StressCommand.Run(quick),
-        "bench" => args.Contains("--pages") ? PagesBenchCommand.Run(quick, args.Contains("--kmalloc-only")) : BenchCommand.Run(quick),
+        "bench" => args.Contains("--pages") ? PagesBenchCommand.Run(quick, args.Contains("--kmalloc-only"), args.Contains("--big")) : BenchCommand.Run(quick),
         "slabinfo" => SlabInfoCommand.Run(),
         _ => Help(),
     };
@@ -36,7 +36,7 @@ static int Help()
     AnsiConsole.MarkupLine("                            the seed series' experiment: per-CPU memory kept by slab constructors and destructors");
     AnsiConsole.MarkupLine("  [green]kmem stress[/] [[--quick]]  a mixed multi-threaded workload with cross-thread frees, then the slabinfo table");
     AnsiConsole.MarkupLine("  [green]kmem bench[/] [[--quick]]   throughput, scaling and memory against the floor and peers");
-    AnsiConsole.MarkupLine("  [green]kmem bench --pages[/] [[--quick]] [[--kmalloc-only]]  large blocks and realloc against glibc, mimalloc, jemalloc, tcmalloc");
+    AnsiConsole.MarkupLine("  [green]kmem bench --pages[/] [[--quick]] [[--kmalloc-only]] [[--big]]  large blocks and realloc against glibc, mimalloc, jemalloc, tcmalloc");
     AnsiConsole.MarkupLine("  [green]kmem slabinfo[/]           the caches of this process");
     return 1;
 }

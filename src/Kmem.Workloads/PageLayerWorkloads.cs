@@ -47,14 +47,14 @@ public static unsafe class PageLayerWorkloads
     public static long Operations => Interlocked.Read(ref s_operations);
 
     /// <summary>The sequence: slot to replace and new size, sizes uniform in [min, max].</summary>
-    public static (int[] Slots, nuint[] Sizes) Sequence(int seed, nuint min, nuint max)
+    public static (int[] Slots, nuint[] Sizes) Sequence(int seed, nuint min, nuint max, int live = Live)
     {
         var random = new Random(seed);
         var slots = new int[Ops];
         var sizes = new nuint[Ops];
         for (int i = 0; i < Ops; i++)
         {
-            slots[i] = random.Next(Live);
+            slots[i] = random.Next(live);
             sizes[i] = min + (nuint)random.NextInt64((long)(max - min + 1));
         }
         return (slots, sizes);
@@ -67,8 +67,8 @@ public static unsafe class PageLayerWorkloads
     /// </summary>
     public static double RandomReplace<T>(T ops, (int[] Slots, nuint[] Sizes) seq, bool touch, TimeSpan duration) where T : struct, IMallocOps
     {
-        var live = new nint[Live];
-        for (int i = 0; i < Live; i++)
+        var live = new nint[seq.Slots.Max() + 1];
+        for (int i = 0; i < live.Length; i++)
             live[i] = (nint)ops.Alloc(seq.Sizes[i]);
         long n = 0;
         var sw = Stopwatch.StartNew();
@@ -139,6 +139,34 @@ public static unsafe class PageLayerWorkloads
             ops.Free((void*)p);
         return ns;
     }
+
+    /// <summary>
+    /// Fills <paramref name="totalBytes"/> with live blocks of <paramref name="size"/> bytes
+    /// (the first byte of each written), then frees them all. Returns the seconds per GiB
+    /// and the most lines /proc/self/maps had meanwhile over the start.
+    /// </summary>
+    public static (double SecondsPerGiB, int ExtraMappings) FillAndFree<T>(T ops, nuint size, long totalBytes) where T : struct, IMallocOps
+    {
+        long count = totalBytes / (long)size;
+        var blocks = new nint[count];
+        int maps0 = MappingCount();
+        var sw = Stopwatch.StartNew();
+        for (long i = 0; i < count; i++)
+        {
+            var p = (byte*)ops.Alloc(size);
+            if (p == null)
+                throw new OutOfMemoryException($"allocation {i} of {count} ({size} B) failed");
+            *p = 1;
+            blocks[i] = (nint)p;
+        }
+        int extra = MappingCount() - maps0;
+        foreach (nint p in blocks)
+            ops.Free((void*)p);
+        double seconds = sw.Elapsed.TotalSeconds;
+        return (seconds / ((double)count * (double)size / (1L << 30)), extra);
+    }
+
+    private static int MappingCount() => File.Exists("/proc/self/maps") ? File.ReadLines("/proc/self/maps").Count() : 0;
 
     /// <summary>Resident set size of this process (VmRSS), 0 where /proc is missing.</summary>
     public static long RssBytes()
