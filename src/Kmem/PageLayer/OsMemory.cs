@@ -13,7 +13,15 @@ internal static unsafe partial class OsMemory
 
     private const int ProtRead = 1, ProtWrite = 2;
     private const int MapPrivate = 0x02, MapAnonymous = 0x20, MapNoReserve = 0x4000;
-    private const int MadvDontNeed = 4;
+    private const int MadvDontNeed = 4, MadvFree = 8;
+
+    /// <summary>
+    /// The purge's advice: MADV_DONTNEED (RSS drops at once, pages read as zero after), or
+    /// with <c>KMEM_PURGE_ADVICE=free</c> MADV_FREE (the kernel takes the pages only under
+    /// memory pressure; until then RSS keeps them and they keep their bytes). For
+    /// measurement: docs/benchmarks.md section 9 compares the two.
+    /// </summary>
+    internal static readonly bool PurgeWithFree = Environment.GetEnvironmentVariable("KMEM_PURGE_ADVICE") == "free";
 
     /// <summary>Tests: the next this many mappings fail as the OS would at vm.max_map_count (ENOMEM). Process-wide.</summary>
     internal static int FailMaps;
@@ -45,7 +53,7 @@ internal static unsafe partial class OsMemory
     {
         if (!s_useMmap)
             return false;
-        return Madvise((nint)block, size, MadvDontNeed) == 0;
+        return Madvise((nint)block, size, PurgeWithFree ? MadvFree : MadvDontNeed) == 0;
     }
 
     /// <summary>

@@ -118,7 +118,8 @@ internal static unsafe class Zone
                 a.SetDirty(page, pages, true);
                 s_freePages -= pages;
                 s_freeDirtyPages -= dirty;
-                zeroed = dirty == 0;
+                // A purged page reads as zero after MADV_DONTNEED, not after MADV_FREE.
+                zeroed = dirty == 0 && !OsMemory.PurgeWithFree;
                 return (void*)(a.Base + (nuint)page * OsMemory.PageSize);
             }
         }
