@@ -1,3 +1,4 @@
+using Kmem.Diagnostics;
 using Kmem.PageLayer;
 
 namespace Kmem.Tests;
@@ -432,5 +433,85 @@ public unsafe class KmallocEverySizeTests
         consumers.ForEach(t => t.Join());
         Assert.Empty(failures);
         Assert.True(Kmalloc.LargeBytes <= inUse + (64L << 20), $"large bytes {inUse} -> {Kmalloc.LargeBytes}");
+    }
+}
+
+/// <summary>Review fixes of the page layer and the watchdog: each fails without its fix.</summary>
+[Collection(nameof(PageLimitCollection))]
+public unsafe partial class PageLayerEdgeTests
+{
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "mlock")]
+    private static partial int Mlock(nint addr, nuint length);
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "munlock")]
+    private static partial int Munlock(nint addr, nuint length);
+
+    [Fact]
+    public void Growing_a_block_in_place_to_terabytes_is_refused_and_changes_nothing()
+    {
+        nuint size = 100 * (nuint)OsMemory.PageSize;
+        void* p = Pages.AllocBlock(size, OsMemory.PageSize, out _, out _);
+        long held = Pages.BytesHeld, inUse = Pages.BytesInUse;
+        // 8 TiB: first page + new pages passes int.MaxValue, which once wrapped to "fits".
+        ulong eightTiB = (8UL << 40) - 4096, twoGiPages = (ulong)int.MaxValue * 4096;
+        Assert.False(Pages.TryGrowBlock(p, size, (nuint)eightTiB));
+        Assert.False(Pages.TryGrowBlock(p, size, (nuint)twoGiPages));
+        Assert.Equal(held, Pages.BytesHeld);
+        Assert.Equal(inUse, Pages.BytesInUse);
+        Pages.FreeBlock(p, size);
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void Free_pages_the_OS_will_not_purge_stay_dirty_and_charged()
+    {
+        if (!OperatingSystem.IsLinux())
+            return;
+        nuint size = 1 << 20;
+        var p = (byte*)Pages.AllocBlock(size, size, out _, out _);
+        for (nuint o = 0; o < size; o += (nuint)OsMemory.PageSize)
+            p[o] = 0x77;
+        // Locked pages refuse MADV_DONTNEED (EINVAL): the purge must not count them as given back.
+        bool locked = Mlock((nint)p, size) == 0;
+        Pages.FreeBlock(p, size);
+        try
+        {
+            Pages.Trim();
+            Pages.CheckAccounting();
+            if (locked)
+            {
+                Assert.True(Pages.CachedBytes >= (long)size, $"{Pages.CachedBytes} bytes cached: locked pages were counted as purged");
+                // They were never zeroed, so a new block over them must not say it is.
+                void* again = Pages.AllocBlock(size, size, out _, out bool zeroed);
+                if (again == p)
+                    Assert.False(zeroed);
+                Pages.FreeBlock(again, size);
+            }
+        }
+        finally
+        {
+            if (locked)
+                Assert.Equal(0, Munlock((nint)p, size));
+        }
+        Pages.Trim();
+        Pages.CheckAccounting();
+    }
+
+    [Fact]
+    public void A_callback_inside_a_callback_keeps_the_outer_one_in_progress()
+    {
+        // A shrinker that calls Shrink runs destructors inside itself on the same watch: the
+        // inner Exit must not end the outer call, or a stall inside would go unseen.
+        var watch = new CallbackWatch(Thread.CurrentThread, "a test thread");
+        watch.Enter(CallbackKind.Shrinker, "outer", null, 0, 0, "");
+        long inside = watch.Progress;
+        Assert.Equal(1, inside & 1);
+        watch.Enter(CallbackKind.Destructor, "inner", null, 0x1000, 1, "sheaf_drain");
+        watch.Exit();
+        Assert.Equal(inside, watch.Progress);
+        Assert.True(watch.TryReadCall(inside, out StalledCall call));
+        Assert.Equal("outer", call.Target);
+        watch.Exit();
+        Assert.Equal(0, watch.Progress & 1);
     }
 }

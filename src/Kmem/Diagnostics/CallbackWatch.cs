@@ -43,6 +43,7 @@ internal sealed class CallbackWatch(Thread thread, string role)
 
     // Written by the watched thread only (see remarks).
     private long _progress;               // odd while inside a callback
+    private int _depth;                   // nested Enters (a shrinker that calls Shrink, whose destructors run inside it)
     private int _kind;                    // a CallbackKind
     private object _target = "";          // the cache or shrinker name, or the callback (a delegate, named by the watchdog)
     private SlabCacheCore? _cache;        // for a destructor: the cache whose stall count to bump
@@ -59,6 +60,10 @@ internal sealed class CallbackWatch(Thread thread, string role)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Enter(CallbackKind kind, object target, SlabCacheCore? cache, nint obj, int count, string holding)
     {
+        // Nested calls belong to the outer one: its parity and its description stay, so a
+        // stall anywhere inside is the outer call's stall.
+        if (_depth++ != 0)
+            return;
         // Release stores (plain on x64): none may become visible before the previous Exit's.
         Volatile.Write(ref _kind, (int)kind);
         Volatile.Write(ref _target, target);
@@ -71,7 +76,11 @@ internal sealed class CallbackWatch(Thread thread, string role)
 
     /// <summary>The callback entered last has returned (or thrown).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Exit() => Volatile.Write(ref _progress, _progress + 1);
+    public void Exit()
+    {
+        if (--_depth == 0)
+            Volatile.Write(ref _progress, _progress + 1);
+    }
 
     /// <summary>The watchdog's read: the progress value now.</summary>
     internal long Progress => Volatile.Read(ref _progress);

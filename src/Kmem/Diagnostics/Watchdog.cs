@@ -38,6 +38,16 @@ internal static class Watchdog
         }
     }
 
+    /// <summary>
+    /// Forgets what was reported, so that a call still stuck is reported (and acted on)
+    /// again: a stuck worker exited, and the cap on stuck workers may have room now.
+    /// </summary>
+    internal static void Rearm()
+    {
+        foreach (CallbackWatch w in s_watches)
+            w.ReportedProgress = -1;
+    }
+
     /// <summary>Stops watching (a worker that exits).</summary>
     internal static void Unwatch(CallbackWatch watch) => ImmutableInterlocked.Update(ref s_watches, a => a.Remove(watch));
 

@@ -74,7 +74,17 @@ public static unsafe class Pages
     /// How long freed pages stay resident for reuse before the reclaim thread gives them
     /// back (the decay of jemalloc's dirty pages, mimalloc's purge delay). Default 1 s.
     /// </summary>
-    public static TimeSpan PurgeDelay { get; set; } = TimeSpan.FromSeconds(1);
+    public static TimeSpan PurgeDelay
+    {
+        get => s_purgeDelay;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, TimeSpan.Zero);
+            s_purgeDelay = value;
+        }
+    }
+
+    private static TimeSpan s_purgeDelay = TimeSpan.FromSeconds(1);
 
     /// <summary>
     /// Gives every free page back to the OS now (madvise; the address space stays mapped).
@@ -256,7 +266,7 @@ public static unsafe class Pages
     {
         Debug.Assert(newSize > size && size % OsMemory.PageSize == 0 && newSize % OsMemory.PageSize == 0, "bad growth");
         Arena? arena = Zone.Find((nuint)block);
-        if (arena == null || newSize / OsMemory.PageSize > int.MaxValue
+        if (arena == null || newSize / OsMemory.PageSize > (nuint)arena.PageCount
             || !Zone.TryExtend(arena, block, (int)(size / OsMemory.PageSize), (int)(newSize / OsMemory.PageSize)))
             return false;
         Interlocked.Add(ref s_bytesInUse, (long)(newSize - size));

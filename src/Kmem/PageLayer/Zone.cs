@@ -25,6 +25,7 @@ internal static unsafe class Zone
 {
     public const int FirstArenaOrder = 14;   // 64 MiB of 4 KiB pages
     public const int MaxArenaOrder = 18;     // 1 GiB
+    private const int PurgeBatch = 4096;     // blocks unlinked per scan of a purge
 
     private static readonly Locking.LeafSpinLock s_lock = new("page_zone");
     /// <summary>Copy-on-write under page_zone; read without it to find an address's arena.</summary>
@@ -149,10 +150,12 @@ internal static unsafe class Zone
     /// </summary>
     public static bool TryExtend(Arena a, void* block, int oldPages, int newPages)
     {
-        int start = (int)(((nuint)block - a.Base) / OsMemory.PageSize) + oldPages;
-        int end = start - oldPages + newPages;
-        if (end > a.PageCount)
+        long first = (long)(((nuint)block - a.Base) / OsMemory.PageSize);
+        // In long: first + newPages can pass int.MaxValue (a realloc to terabytes).
+        if (first + newPages > a.PageCount || newPages <= oldPages)
             return false;
+        int start = (int)first + oldPages;
+        int end = (int)first + newPages;
         using (s_lock.Scope())
         {
             // First pass: every page of [start, end) lies in a free block.
@@ -275,16 +278,20 @@ internal static unsafe class Zone
         long ageMs = (long)minAge.TotalMilliseconds;
         long purged = 0;
         var batch = new List<(Arena A, int Page, int Order, int FreedAt, int Dirty)>();
+        var given = new List<bool>();
         while (true)
         {
+            // One scan collects up to a batch; only a full batch scans again (the purged
+            // blocks go back at the heads of the lists, so a rescan per small batch would
+            // walk them over and over under the spinlock).
             batch.Clear();
             using (s_lock.Scope())
             {
                 foreach (Arena a in s_arenas)
                 {
-                    for (int order = 0; order <= a.MaxOrder && batch.Count < 64; order++)
+                    for (int order = 0; order <= a.MaxOrder && batch.Count < PurgeBatch; order++)
                     {
-                        for (int page = a.FreeList[order]; page != -1 && batch.Count < 64;)
+                        for (int page = a.FreeList[order]; page != -1 && batch.Count < PurgeBatch;)
                         {
                             int next = a.Next[page];
                             int dirty;
@@ -300,26 +307,37 @@ internal static unsafe class Zone
             }
             if (batch.Count == 0)
                 return purged;
+            given.Clear();
             foreach (var (a, page, order, _, _) in batch)
             {
-                if (OsMemory.Purge((void*)(a.Base + (nuint)page * OsMemory.PageSize), (nuint)(1 << order) * OsMemory.PageSize))
+                bool ok = OsMemory.Purge((void*)(a.Base + (nuint)page * OsMemory.PageSize), (nuint)(1 << order) * OsMemory.PageSize);
+                given.Add(ok);
+                if (ok)
                     Interlocked.Increment(ref s_purges);
             }
-            long given = 0;
+            long pages = 0;
             using (s_lock.Scope())
             {
-                foreach (var (a, page, order, freedAt, dirty) in batch)
+                for (int i = 0; i < batch.Count; i++)
                 {
-                    a.SetDirty(page, 1 << order, false);
-                    s_freeDirtyPages -= dirty;
+                    var (a, page, order, freedAt, dirty) = batch[i];
+                    // A refused madvise (mlocked pages, no madvise off Linux) leaves the pages
+                    // resident and their bytes as they were: still dirty, still charged.
+                    if (given[i])
+                    {
+                        a.SetDirty(page, 1 << order, false);
+                        s_freeDirtyPages -= dirty;
+                        pages += dirty;
+                    }
                     FreeBlockLocked(a, page, order, freedAt, coalesce: true);
-                    given += dirty;
                 }
                 // Under the lock, so BytesHeld and the dirty bits agree whenever it is free.
-                Pages.Uncharge((nuint)given * OsMemory.PageSize);
+                Pages.Uncharge((nuint)pages * OsMemory.PageSize);
             }
-            Interlocked.Add(ref s_purgedPages, given);
-            purged += given * OsMemory.PageSize;
+            Interlocked.Add(ref s_purgedPages, pages);
+            purged += pages * OsMemory.PageSize;
+            if (batch.Count < PurgeBatch || pages == 0)
+                return purged;
         }
     }
 

@@ -180,9 +180,22 @@ public static class Reclaim
             if (s_thread != watch.Thread)
                 return "it was replaced before; the running worker goes on";
             if (s_stalledWorkers >= MaxStalledWorkers)
-                return $"{s_stalledWorkers} workers are stuck already (MaxStalledWorkers), so no new worker was started: reclaim waits for this one";
+                return $"{s_stalledWorkers} workers are stuck already (MaxStalledWorkers), so no new worker was started: reclaim waits for this one (reported again when a stuck worker exits)";
             s_stalledWorkers++;
-            StartWorkerLocked();
+            try
+            {
+                StartWorkerLocked();
+            }
+            catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
+            {
+                // No thread to be had: this worker stays the one (its pass goes on when it returns).
+                s_stalledWorkers--;
+                Volatile.Write(ref s_thread, watch.Thread);
+                return $"no new worker could be started ({e.Message}): reclaim waits for this one";
+            }
+            // The stuck pass may have been a deep one that a waiter asked for: the new
+            // worker's first pass is deep, so no waiter is released by a shallow one.
+            Volatile.Write(ref s_pressureRequested, 1);
             Monitor.PulseAll(s_gate);
         }
         s_wake.Set();
@@ -276,6 +289,7 @@ public static class Reclaim
         Diagnostics.Watchdog.Unwatch(watch);
         lock (s_gate)
             s_stalledWorkers--;
+        Diagnostics.Watchdog.Rearm();
     }
 
     /// <summary>The GC's view of the machine's memory load, as of its last collection (none before the first).</summary>
