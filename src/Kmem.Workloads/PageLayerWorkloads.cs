@@ -70,15 +70,7 @@ public static unsafe class PageLayerWorkloads
         var live = new nint[seq.Slots.Max() + 1];
         for (int i = 0; i < live.Length; i++)
             live[i] = (nint)ops.Alloc(seq.Sizes[i]);
-        long n = 0;
-        var sw = Stopwatch.StartNew();
-        do
-        {
-            n += Replace(ops, live, seq.Slots, seq.Sizes, touch);
-        }
-        while (sw.Elapsed < duration);
-        double ns = sw.Elapsed.TotalNanoseconds / n;
-        Interlocked.Add(ref s_operations, n);
+        double ns = NsPerOperation(duration, () => Replace(ops, live, seq.Slots, seq.Sizes, touch));
         foreach (nint p in live)
             ops.Free((void*)p);
         return ns;
@@ -126,18 +118,24 @@ public static unsafe class PageLayerWorkloads
                     kept.Add(all[i]);
             }
         }
+        double ns = NsPerOperation(duration, () => Chain(ops));
+        foreach (nint p in kept)
+            ops.Free((void*)p);
+        return ns;
+    }
+
+    /// <summary>Runs <paramref name="chunk"/> (which returns its operation count) until <paramref name="duration"/> has passed; ns per operation.</summary>
+    private static double NsPerOperation(TimeSpan duration, Func<int> chunk)
+    {
         long n = 0;
         var sw = Stopwatch.StartNew();
         do
         {
-            n += Chain(ops);
+            n += chunk();
         }
         while (sw.Elapsed < duration);
-        double ns = sw.Elapsed.TotalNanoseconds / n;
         Interlocked.Add(ref s_operations, n);
-        foreach (nint p in kept)
-            ops.Free((void*)p);
-        return ns;
+        return sw.Elapsed.TotalNanoseconds / n;
     }
 
     /// <summary>
