@@ -105,6 +105,13 @@ internal static class PagesBenchCommand
                 fill.AddRow($"glibc (Kmalloc {ks / gs:F2}x)", $"{gs:F3}", $"{gm}");
             }
             AnsiConsole.Write(fill);
+
+            // 8 GiB of 64 B SlabCache objects, each written: overhead, and what stays after Shrink.
+            long start = Pages.BytesHeld;
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            MemoryFootprint f = MemoryWorkload.Run((8L << 30) / 64, 64);
+            AnsiConsole.MarkupLine($"8 GiB of live 64 B SlabCache objects: {f.OverheadPercent:F2}% over the payload, " +
+                                   $"{f.BytesAfterShrink} bytes held by the cache after Shrink, Pages.BytesHeld {start >> 20} -> {Pages.BytesHeld >> 20} MiB, {sw.Elapsed.TotalSeconds:F1} s");
         }
         AnsiConsole.MarkupLine($"{PageLayerWorkloads.Operations - opsBefore:N0} operations over all allocators");
         AnsiConsole.MarkupLine($"page layer: {Pages.Arenas} arenas, {Pages.BytesReserved >> 20} MiB reserved, {Pages.BytesHeld >> 20} MiB held, {Pages.PurgedBytes >> 20} MiB purged so far");
