@@ -515,3 +515,78 @@ public unsafe partial class PageLayerEdgeTests
         Assert.Equal(0, watch.Progress & 1);
     }
 }
+
+/// <summary>The purge drops page_zone for madvise with its blocks unlinked: allocations and frees beside it must never see those blocks, nor lose bytes.</summary>
+[Collection(nameof(PageLimitCollection))]
+public unsafe class PurgeConcurrencyTests
+{
+    [Fact]
+    public void Blocks_allocated_and_freed_beside_a_purging_thread_keep_their_contents_and_the_accounting_holds()
+    {
+        long inUse = Pages.BytesInUse;
+        var stop = new ManualResetEventSlim(false);
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        long rounds = 0, purges = 0;
+        var workers = Enumerable.Range(0, 2).Select(t => new Thread(() =>
+        {
+            var random = new Random(t + 10);
+            var live = new List<(nint P, nuint Size, byte Value)>();
+            while (!stop.IsSet)
+            {
+                if (live.Count < 64 && random.Next(3) != 0)
+                {
+                    nuint size = (nuint)random.Next(1, 33) * (nuint)OsMemory.PageSize;
+                    var p = (byte*)Pages.AllocBlock(size, OsMemory.PageSize, out Pages.Refusal refusal, out bool zeroed);
+                    if (p == null)
+                    {
+                        failures.Enqueue($"refused: {refusal}");
+                        return;
+                    }
+                    if (zeroed && p[0] != 0)
+                        failures.Enqueue($"0x{(nint)p:x}: reported zeroed but holds {p[0]}");
+                    byte value = (byte)random.Next(1, 256);
+                    for (nuint o = 0; o < size; o += (nuint)OsMemory.PageSize)
+                        p[o] = value;
+                    live.Add(((nint)p, size, value));
+                }
+                else if (live.Count > 0)
+                {
+                    int i = random.Next(live.Count);
+                    var (p, size, value) = live[i];
+                    for (nuint o = 0; o < size; o += (nuint)OsMemory.PageSize)
+                    {
+                        if (((byte*)p)[o] != value)
+                        {
+                            failures.Enqueue($"0x{p:x}+{o}: {((byte*)p)[o]}, not {value}: a purge or another block took a live page");
+                            break;
+                        }
+                    }
+                    Pages.FreeBlock((void*)p, size);
+                    live.RemoveAt(i);
+                }
+                Interlocked.Increment(ref rounds);
+            }
+            live.ForEach(b => Pages.FreeBlock((void*)b.P, b.Size));
+        })).ToList();
+        var purger = new Thread(() =>
+        {
+            while (!stop.IsSet)
+            {
+                Pages.Trim();
+                Interlocked.Increment(ref purges);
+                Thread.Yield();
+            }
+        });
+        workers.ForEach(w => w.Start());
+        purger.Start();
+        Thread.Sleep(1500);
+        stop.Set();
+        workers.ForEach(w => w.Join());
+        purger.Join();
+        Assert.Empty(failures);
+        // Every purged page a worker writes again is a page fault, so rounds are slow: a few thousand.
+        Assert.True(rounds > 500 && purges > 10, $"too little happened: {rounds} rounds, {purges} purges");
+        Assert.Equal(inUse, Pages.BytesInUse);
+        Pages.CheckAccounting();
+    }
+}
