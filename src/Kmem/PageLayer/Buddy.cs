@@ -35,19 +35,31 @@ internal sealed unsafe class Arena
     public readonly int[] FreeList;
     public uint NonEmpty;
 
+    /// <exception cref="OutOfMemoryException">No memory for the metadata; nothing is left allocated.</exception>
     public Arena(nuint @base, int maxOrder)
     {
         Base = @base;
         MaxOrder = maxOrder;
         PageCount = 1 << maxOrder;
-        HeadOrder = (byte*)NativeMemory.Alloc((nuint)PageCount);
-        NativeMemory.Fill(HeadOrder, (nuint)PageCount, NotHead);
-        Next = (int*)NativeMemory.Alloc((nuint)PageCount, sizeof(int));
-        Prev = (int*)NativeMemory.Alloc((nuint)PageCount, sizeof(int));
-        FreedAtMs = (int*)NativeMemory.Alloc((nuint)PageCount, sizeof(int));
-        Dirty = (ulong*)NativeMemory.AllocZeroed((nuint)((PageCount + 63) / 64), sizeof(ulong));
         FreeList = new int[maxOrder + 1];
         Array.Fill(FreeList, -1);
+        try
+        {
+            HeadOrder = (byte*)NativeMemory.Alloc((nuint)PageCount);
+            NativeMemory.Fill(HeadOrder, (nuint)PageCount, NotHead);
+            Next = (int*)NativeMemory.Alloc((nuint)PageCount, sizeof(int));
+            Prev = (int*)NativeMemory.Alloc((nuint)PageCount, sizeof(int));
+            FreedAtMs = (int*)NativeMemory.Alloc((nuint)PageCount, sizeof(int));
+            Dirty = (ulong*)NativeMemory.AllocZeroed((nuint)((PageCount + 63) / 64), sizeof(ulong));
+        }
+        catch (OutOfMemoryException)
+        {
+            NativeMemory.Free(HeadOrder);   // Free(null) is a no-op
+            NativeMemory.Free(Next);
+            NativeMemory.Free(Prev);
+            NativeMemory.Free(FreedAtMs);
+            throw;
+        }
     }
 
     public nuint Bytes => (nuint)PageCount * OsMemory.PageSize;

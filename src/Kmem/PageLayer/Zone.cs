@@ -257,7 +257,17 @@ internal static unsafe class Zone
         }
         if (mem == null)
             return false;
-        var arena = new Arena((nuint)mem, arenaOrder);
+        Arena arena;
+        try
+        {
+            arena = new Arena((nuint)mem, arenaOrder);
+        }
+        catch (OutOfMemoryException)
+        {
+            // No memory for the metadata: the arena goes back, and the allocation fails cleanly.
+            OsMemory.Unmap(mem, bytes);
+            return false;
+        }
         using (s_lock.Scope())
         {
             arena.Push(0, arenaOrder, Environment.TickCount);
