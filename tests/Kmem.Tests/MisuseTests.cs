@@ -77,6 +77,28 @@ public unsafe class MisuseTests
     }
 
     [Fact]
+    public void Realloc_of_a_large_block_to_a_huge_size_throws_before_growing_in_place()
+    {
+        // A large block tries to grow into the free pages after it first: near nuint.MaxValue
+        // the page rounding would wrap, so the size must be refused before it.
+        byte* p = (byte*)Kmalloc.Alloc(600_000);
+        for (int i = 0; i < 600_000; i += 4096)
+            p[i] = (byte)(i >> 12);
+        nuint usable = Kmalloc.UsableSize(p);
+        long held = Kmalloc.LargeBytes;
+        foreach (nuint huge in new[] { nuint.MaxValue, nuint.MaxValue - 4095, unchecked((nuint)Kmalloc.MaxAllocationSize + 1) })
+        {
+            var e = Assert.Throws<SlabAllocationException>(() => Kmalloc.Realloc(p, huge));
+            Assert.Equal(AllocationFailure.TooLarge, e.Reason);
+        }
+        Assert.Equal(usable, Kmalloc.UsableSize(p));
+        Assert.Equal(held, Kmalloc.LargeBytes);
+        for (int i = 0; i < 600_000; i += 4096)
+            Assert.Equal((byte)(i >> 12), p[i]);
+        Kmalloc.Free(p);
+    }
+
+    [Fact]
     public void A_refused_allocation_is_caught_as_out_of_memory_with_its_reason()
     {
         using var cache = SlabCache.Create("oom-catchable", 64, TestOptions.Unmerged);

@@ -74,10 +74,17 @@ public static unsafe partial class Kmalloc
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void* Alloc(nuint size)
     {
-        if (size <= MaxCachedSize)
-            return s_caches[ClassOf(size)].Alloc();
-        return AllocLarge(size, throwOnFailure: true, zero: false);
+        // One compare to the kernel's classes, as before the classes above 8 KiB: those
+        // and large blocks are behind the call.
+        if (size <= TableMaxSize)
+            return s_caches[s_classOf[(int)((size + 7) >> 3)]].Alloc();
+        return AllocAbove8K(size);
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void* AllocAbove8K(nuint size) => size <= MaxCachedSize
+        ? s_caches[QuarterClassOf(size)].Alloc()
+        : AllocLarge(size, throwOnFailure: true, zero: false);
 
     /// <summary>Allocates <paramref name="size"/> bytes; false when no memory could be had.</summary>
     public static bool TryAlloc(nuint size, out void* p)

@@ -34,7 +34,6 @@ internal static unsafe class Zone
     private static long s_freePages;       // under page_zone
     private static long s_freeDirtyPages;  // under page_zone
     private static long s_purgedPages;
-    private static long s_purges;
 
     /// <summary>Arenas mapped so far (each one mapping).</summary>
     public static int ArenaCount => s_arenas.Length;
@@ -54,14 +53,8 @@ internal static unsafe class Zone
     /// <summary>Free pages that may still be resident (freed and not purged yet), in bytes.</summary>
     public static long FreeDirtyBytes => Volatile.Read(ref s_freeDirtyPages) * OsMemory.PageSize;
 
-    /// <summary>Free bytes in all arenas.</summary>
-    public static long FreeBytes => Volatile.Read(ref s_freePages) * OsMemory.PageSize;
-
     /// <summary>Pages given back to the OS by purges so far, in bytes.</summary>
     public static long PurgedBytes => Volatile.Read(ref s_purgedPages) * OsMemory.PageSize;
-
-    /// <summary>madvise calls made by purges so far.</summary>
-    public static long Purges => Volatile.Read(ref s_purges);
 
     /// <summary>The order of the smallest block of at least <paramref name="pages"/> pages.</summary>
     public static int OrderFor(nuint pages) => BitOperations.Log2(BitOperations.RoundUpToPowerOf2(pages));
@@ -322,8 +315,6 @@ internal static unsafe class Zone
             {
                 bool ok = OsMemory.Purge((void*)(a.Base + (nuint)page * OsMemory.PageSize), (nuint)(1 << order) * OsMemory.PageSize);
                 given.Add(ok);
-                if (ok)
-                    Interlocked.Increment(ref s_purges);
             }
             long pages = 0;
             using (s_lock.Scope())
