@@ -155,7 +155,14 @@ public unsafe class BadInputTests
         byte* big = (byte*)Kmalloc.Alloc(300_000);   // above the largest class: a page-layer block
         var e = Assert.Throws<SlabUsageException>(() => Kmalloc.Free(big + 4096));
         Assert.Contains("not the start of an allocation", e.Message);
+        Assert.Contains($"points 4096 bytes into the large allocation at 0x{(nint)big:x}", e.Message);
+        // Only the first page is in the page map: a pointer far into the block is still named.
+        e = Assert.Throws<SlabUsageException>(() => Kmalloc.Free(big + 299_999));
+        Assert.Contains("points 299999 bytes into", e.Message);
         Assert.Throws<SlabUsageException>(() => Kmalloc.UsableSize(big + 1));
+        Assert.Throws<SlabUsageException>(() => Kmalloc.FreeRcu(big + 65_536));
+        Assert.Throws<SlabUsageException>(() => Kmalloc.FreeNoLock(big + 65_536));
+        Assert.Equal((nuint)303_104, Kmalloc.UsableSize(big));   // untouched by the refused frees
         Kmalloc.Free(big);
         e = Assert.Throws<SlabUsageException>(() => Kmalloc.Free(big));
         Assert.Contains("not held by any slab", e.Message);

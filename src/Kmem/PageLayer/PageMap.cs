@@ -12,9 +12,11 @@ namespace Kmem.PageLayer;
 /// and page granular, so a page belongs to at most one block.
 /// </summary>
 /// <remarks>
-/// Invariants: an entry is non-null exactly while its granule lies inside a live slab
-/// or large block; entries are written only by the thread that maps or unmaps that
-/// block; leaves are installed with a CAS and never freed (a leaf covers 1 GiB: 2 MiB of
+/// Invariants: an entry is non-null exactly while its granule lies inside a live slab,
+/// or is the first granule of a live large block (the head of a compound page: a large
+/// block's other granules stay null, so mapping one costs one store whatever its size,
+/// and a pointer into its middle is diagnosed by the cold <see cref="FindBlockBelow"/>);
+/// entries are written only by the thread that maps or unmaps that block; leaves are installed with a CAS and never freed (a leaf covers 1 GiB: 2 MiB of
 /// zero-filled virtual memory, resident only where written: 8 bytes per page in use).
 /// </remarks>
 internal static unsafe class PageMap
@@ -49,6 +51,47 @@ internal static unsafe class PageMap
     }
 
     public static void Clear(void* block, nuint size) => Fill((nuint)block, size, null, create: false);
+
+    /// <summary>Maps only the first granule of <paramref name="block"/> to <paramref name="header"/> (a large block's head).</summary>
+    public static void SetHead(void* block, SlabHeader* header)
+    {
+        Debug.Assert(((nuint)block & (GranuleSize - 1)) == 0, "block not granule aligned");
+        SlabHeader** entry = Entry((nuint)block, create: true);
+        Debug.Assert(*entry == null, "granule already mapped");
+        *entry = header;
+    }
+
+    /// <summary>Unmaps the first granule of <paramref name="block"/> (see <see cref="SetHead"/>).</summary>
+    public static void ClearHead(void* block) => *Entry((nuint)block, create: false) = null;
+
+    /// <summary>
+    /// Cold (error reports only): the header of the nearest mapped granule at or below
+    /// <paramref name="p"/>, looking back at most <paramref name="maxBytes"/>, or null. For a
+    /// pointer into a large block's middle, whose own granule is null, that is the block's
+    /// head; the caller checks that the block really covers <paramref name="p"/>.
+    /// </summary>
+    public static SlabHeader* FindBlockBelow(void* p, ulong maxBytes)
+    {
+        ulong a = (ulong)p;
+        if ((a >> 48) != 0)
+            return null;
+        ulong floor = a > maxBytes ? a - maxBytes : 0;
+        while (true)
+        {
+            SlabHeader** leaf = s_root[a >> LeafShift];
+            ulong leafBase = a & ~((1UL << LeafShift) - 1);
+            if (leaf != null)
+            {
+                int index = (int)((a >> GranuleShift) & ((1u << LeafBits) - 1));
+                int found = new ReadOnlySpan<nint>(leaf, index + 1).LastIndexOfAnyExcept((nint)0);
+                if (found >= 0)
+                    return leafBase + ((ulong)found << GranuleShift) >= floor ? leaf[found] : null;
+            }
+            if (leafBase == 0 || leafBase - 1 < floor)
+                return null;
+            a = leafBase - 1;
+        }
+    }
 
     /// <summary>Writes <paramref name="header"/> into every page entry of the block, a leaf's run at a time.</summary>
     private static void Fill(nuint start, nuint size, SlabHeader* header, bool create)

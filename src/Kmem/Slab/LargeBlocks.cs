@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Kmem.PageLayer;
 
@@ -53,7 +54,7 @@ internal static unsafe class LargeBlocks
         h->Block = (byte*)block;
         h->BlockSize = rounded;
         h->LargeSize = rounded;
-        PageMap.Set(block, rounded, h);
+        PageMap.SetHead(block, h);   // one store: the other granules stay null (a compound page's tail)
         Interlocked.Add(ref s_bytes, (long)rounded);
         Interlocked.Increment(ref s_count);
         return block;
@@ -72,7 +73,6 @@ internal static unsafe class LargeBlocks
         nuint old = h->BlockSize;
         if (rounded <= old || !Pages.TryGrowBlock(h->Block, old, rounded))
             return false;
-        PageMap.Set(h->Block + old, rounded - old, h);
         h->BlockSize = rounded;
         h->LargeSize = rounded;
         Interlocked.Add(ref s_bytes, (long)(rounded - old));
@@ -85,7 +85,7 @@ internal static unsafe class LargeBlocks
         Check(p, h);
         if (h->LargeGroupId != 0)
             MemoryGroup.TryFromId(h->LargeGroupId)?.Uncharge((long)h->BlockSize);   // never waits: atomics and a CAS
-        PageMap.Clear(h->Block, h->BlockSize);
+        PageMap.ClearHead(h->Block);
         Pages.FreeBlock(h->Block, h->BlockSize);
         Interlocked.Add(ref s_bytes, -(long)h->BlockSize);
         Interlocked.Decrement(ref s_count);
@@ -98,13 +98,26 @@ internal static unsafe class LargeBlocks
     /// </summary>
     public static SlabHeader* Check(void* p, SlabHeader* h)
     {
-        // Defensive: the page map covers the block's pages exactly, so this only fails
-        // for a header that is not what it should be.
+        if (h == null)
+            h = FindCovering(p);
         if (h == null || (byte*)p >= h->Block + h->BlockSize)
             ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not held by any slab of this allocator (never allocated, already freed, or foreign memory)");
         if (p != h->Block)
             ThrowUsage(p, $"kmalloc: 0x{(nint)p:x} is not the start of an allocation: it points {(byte*)p - h->Block} bytes into the large allocation at 0x{(nint)h->Block:x}");
         return h;
+    }
+
+    /// <summary>
+    /// Cold, for reports: the large block whose middle <paramref name="p"/> points into, or
+    /// null. Only a block's first granule is mapped, so the page map alone says nothing there.
+    /// Like any report on a racing misuse (a free of this block on another thread), it may
+    /// read a header that is being freed; it never writes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static SlabHeader* FindCovering(void* p)
+    {
+        SlabHeader* below = PageMap.FindBlockBelow(p, MaxSize);
+        return below != null && below->Kind == BlockKind.Large && (byte*)p < below->Block + below->BlockSize ? below : null;
     }
 
     [DoesNotReturn]
