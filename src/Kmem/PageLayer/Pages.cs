@@ -55,8 +55,11 @@ public static unsafe class Pages
         }
     }
 
-    /// <summary>Bytes of freed pages not given back to the OS yet (part of <see cref="BytesHeld"/>); reused first.</summary>
-    public static long CachedBytes => Zone.FreeDirtyBytes;
+    /// <summary>Bytes of freed pages not given back to the OS yet (part of <see cref="BytesHeld"/>): on the zone's free lists or the per-CPU lists; reused first.</summary>
+    public static long CachedBytes => Zone.FreeDirtyBytes + PcpLists.Bytes;
+
+    /// <summary>Block allocations served from a per-CPU list of free blocks, without the zone lock.</summary>
+    public static long PerCpuListHits => PcpLists.Hits;
 
     /// <summary>Bytes of blocks handed out now (slabs, large allocations, per-CPU chunks).</summary>
     public static long BytesInUse => Volatile.Read(ref s_bytesInUse);
@@ -91,10 +94,19 @@ public static unsafe class Pages
     /// <see cref="SlabCache.Shrink"/> and <see cref="SlabCache.Dispose"/> call it, and so
     /// do memory pressure and an allocation that meets the limit.
     /// </summary>
-    public static void Trim() => Zone.Purge(TimeSpan.Zero);
+    public static void Trim()
+    {
+        PcpLists.Drain(0);
+        Zone.Purge(TimeSpan.Zero);
+    }
 
     /// <summary>The reclaim thread's decay: free pages older than <see cref="PurgeDelay"/> go back.</summary>
-    internal static void PurgeExpired() => Zone.Purge(PurgeDelay);
+    internal static void PurgeExpired()
+    {
+        TimeSpan delay = PurgeDelay;
+        PcpLists.Drain((long)delay.TotalMilliseconds);
+        Zone.Purge(delay);
+    }
 
     /// <summary>Restarts <see cref="PeakBytesHeld"/> from the bytes held now.</summary>
     public static void ResetPeak() => Volatile.Write(ref s_peakBytesHeld, BytesHeld);
@@ -131,7 +143,8 @@ public static unsafe class Pages
     /// A block of <paramref name="size"/> bytes (a multiple of the page size) aligned to
     /// <paramref name="align"/> (a power of two), or null with the reason.
     /// <paramref name="zeroed"/> tells whether every page reads as zero (fresh or purged).
-    /// No system call unless the zone must grow by an arena; one leaf lock (page_zone).
+    /// No system call unless the zone must grow by an arena; one leaf lock at a time
+    /// (this CPU's page_pcp, tried only, for a block of a hot order; else page_zone).
     /// </summary>
     internal static void* AllocBlock(nuint size, nuint align, out Refusal refusal, out bool zeroed)
     {
@@ -146,6 +159,14 @@ public static unsafe class Pages
         nuint pages = size / OsMemory.PageSize;
         int alignOrder = align <= OsMemory.PageSize ? 0 : BitOperations.Log2(align) - 12;
         int order = Math.Max(Zone.OrderFor(pages), alignOrder);
+        if (PcpLists.Takes(pages) && order == BitOperations.Log2(pages) && PcpLists.TryAlloc(order) is var cached && cached != null)
+        {
+            // Already dirty and charged: no limit to check, nothing zeroed.
+            refusal = Refusal.None;
+            Interlocked.Increment(ref s_blockAllocations);
+            Interlocked.Add(ref s_bytesInUse, (long)size);
+            return cached;
+        }
         void* block = order < Zone.MaxArenaOrder
             ? AllocFromZone((int)pages, alignOrder, order, out refusal, out zeroed)
             : AllocDedicated(size, align, out refusal, out zeroed);
@@ -161,7 +182,7 @@ public static unsafe class Pages
 
     private static void* AllocFromZone(int pages, int alignOrder, int order, out Refusal refusal, out bool zeroed)
     {
-        bool trimmed = false;
+        bool trimmed = false, drained = false;
         while (true)
         {
             void* block = Zone.TryAlloc(pages, alignOrder, out refusal, out zeroed);
@@ -170,10 +191,17 @@ public static unsafe class Pages
             if (refusal == Refusal.Limit)
             {
                 // Free pages not given back count against the limit: give them back first.
-                if (trimmed || Zone.FreeDirtyBytes == 0)
+                if (trimmed || CachedBytes == 0)
                     return null;
                 Trim();
                 trimmed = true;
+                continue;
+            }
+            // Blocks waiting on per-CPU lists first, before a new arena (drain_all_pages).
+            if (!drained && PcpLists.Bytes != 0)
+            {
+                PcpLists.Drain(0);
+                drained = true;
                 continue;
             }
             if (!Zone.Grow(order))
@@ -191,7 +219,7 @@ public static unsafe class Pages
         if (!TryCharge(size))
         {
             bool charged = false;
-            if (Zone.FreeDirtyBytes > 0)
+            if (CachedBytes > 0)
             {
                 Trim();
                 charged = TryCharge(size);
@@ -249,7 +277,9 @@ public static unsafe class Pages
         Arena? arena = Zone.Find((nuint)block);
         if (arena != null)
         {
-            Zone.Free(arena, block, (int)(size / OsMemory.PageSize));
+            nuint pages = size / OsMemory.PageSize;
+            if (!PcpLists.TakesBlock(block, pages) || !PcpLists.TryFree(block, BitOperations.Log2(pages)))
+                Zone.Free(arena, block, (int)pages);
             return;
         }
         OsMemory.Unmap(block, size);

@@ -121,7 +121,10 @@ internal static unsafe class Zone
     }
 
     /// <summary>Gives <paramref name="pages"/> pages at <paramref name="block"/> (in arena <paramref name="a"/>) back, coalescing.</summary>
-    public static void Free(Arena a, void* block, int pages)
+    public static void Free(Arena a, void* block, int pages) => Free(a, block, pages, Environment.TickCount);
+
+    /// <summary>As <see cref="Free(Arena, void*, int)"/>, for a block freed at <paramref name="freedAtMs"/> (a pcp list's drain).</summary>
+    public static void Free(Arena a, void* block, int pages, int freedAtMs)
     {
         nuint offset = (nuint)block - a.Base;
         Debug.Assert(offset % OsMemory.PageSize == 0 && offset / OsMemory.PageSize + (nuint)pages <= (nuint)a.PageCount, "freeing a range outside its arena");
@@ -129,7 +132,7 @@ internal static unsafe class Zone
         using (s_lock.Scope())
         {
             Debug.Assert(a.HeadOrder[page] == Arena.NotHead && a.CountDirty(page, pages) == pages, "freeing pages that were not handed out (a double free?)");
-            FreeRangeLocked(a, page, pages, Environment.TickCount, coalesce: true);
+            FreeRangeLocked(a, page, pages, freedAtMs, coalesce: true);
             s_freePages += pages;
             s_freeDirtyPages += pages;
         }
