@@ -19,7 +19,7 @@
  *
  * Leaves (LeafSpinLock), under which nothing is taken: rcu_registry, rcu_callbacks,
  * sheaf_table (Sheaves/SheafTable: the per-thread table and its readers), thread_slot,
- * page_zone, pcpu_lock (all a per-CPU free takes), and any leaf lock a destructor
+ * page_pcp (per CPU, tried by its CPU), page_zone, pcpu_lock (all a per-CPU free takes), and any leaf lock a destructor
  * takes. Constructors run with no allocator lock held, so they may allocate per-CPU
  * memory; destructors may free it.
  *
