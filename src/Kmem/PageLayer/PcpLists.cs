@@ -47,6 +47,10 @@ internal static unsafe class PcpLists
         public readonly nint[][] Blocks = new nint[Orders][];
         public readonly int[][] FreedAtMs = new int[Orders][];
         public readonly int[] Count = new int[Orders];
+        /// <summary>Bytes on this unit's lists; written under Lock, read without it by the sums.</summary>
+        public long Bytes;
+        /// <summary>Allocations this unit served; written under Lock.</summary>
+        public long Hits;
 
         public Unit()
         {
@@ -60,14 +64,33 @@ internal static unsafe class PcpLists
 
     /// <summary>Created on a CPU's first free, with a CAS; never removed.</summary>
     private static readonly Unit?[] s_units = new Unit?[CpuTopology.PossibleCpus];
-    private static long s_bytes;
-    private static long s_hits;
+    /// <summary>
+    /// Bytes of blocks on every CPU's lists now (part of Pages.CachedBytes): a sum of the
+    /// units' counts, so the hot paths write only their own unit's line, under its lock.
+    /// Exact when nothing runs beside it.
+    /// </summary>
+    public static long Bytes
+    {
+        get
+        {
+            long sum = 0;
+            foreach (Unit? unit in s_units)
+                sum += unit == null ? 0 : Volatile.Read(ref unit.Bytes);
+            return sum;
+        }
+    }
 
-    /// <summary>Bytes of blocks on every CPU's lists now (part of Pages.CachedBytes).</summary>
-    public static long Bytes => Volatile.Read(ref s_bytes);
-
-    /// <summary>Allocations served from a list since start.</summary>
-    public static long Hits => Volatile.Read(ref s_hits);
+    /// <summary>Allocations served from a list since start (a sum over the units, as <see cref="Bytes"/>).</summary>
+    public static long Hits
+    {
+        get
+        {
+            long sum = 0;
+            foreach (Unit? unit in s_units)
+                sum += unit == null ? 0 : Volatile.Read(ref unit.Hits);
+            return sum;
+        }
+    }
 
     /// <summary>True for a request the lists serve: exactly 2^k pages, k in [MinOrder, MaxOrder].</summary>
     public static bool Takes(nuint pages) => BitOperations.IsPow2(pages) && pages >= (1u << MinOrder) && pages <= (1u << MaxOrder);
@@ -90,12 +113,12 @@ internal static unsafe class PcpLists
         int i = order - MinOrder;
         nint block = 0;
         if (unit.Count[i] > 0)
+        {
             block = unit.Blocks[i][--unit.Count[i]];   // the most recently freed: likeliest in cache
+            Volatile.Write(ref unit.Bytes, unit.Bytes - ((long)OsMemory.PageSize << order));
+            Volatile.Write(ref unit.Hits, unit.Hits + 1);
+        }
         unit.Lock.Exit();
-        if (block == 0)
-            return null;
-        Interlocked.Add(ref s_bytes, -((long)OsMemory.PageSize << order));
-        Interlocked.Increment(ref s_hits);
         return (void*)block;
     }
 
@@ -113,10 +136,9 @@ internal static unsafe class PcpLists
         {
             unit.FreedAtMs[i][unit.Count[i]] = Environment.TickCount;
             unit.Blocks[i][unit.Count[i]++] = (nint)block;
+            Volatile.Write(ref unit.Bytes, unit.Bytes + ((long)OsMemory.PageSize << order));
         }
         unit.Lock.Exit();
-        if (taken)
-            Interlocked.Add(ref s_bytes, (long)OsMemory.PageSize << order);
         return taken;
     }
 
@@ -154,6 +176,7 @@ internal static unsafe class PcpLists
                         if ((long)unchecked(now - unit.FreedAtMs[i][j]) >= minAgeMs)
                         {
                             taken.Add((unit.Blocks[i][j], i + MinOrder, unit.FreedAtMs[i][j]));
+                            Volatile.Write(ref unit.Bytes, unit.Bytes - ((long)OsMemory.PageSize << (i + MinOrder)));
                             continue;
                         }
                         unit.Blocks[i][kept] = unit.Blocks[i][j];
@@ -165,7 +188,6 @@ internal static unsafe class PcpLists
             foreach (var (block, order, freedAt) in taken)
             {
                 long bytes = (long)OsMemory.PageSize << order;
-                Interlocked.Add(ref s_bytes, -bytes);
                 Arena? arena = Zone.Find((nuint)block);
                 Debug.Assert(arena != null, "a pcp block outside every arena");
                 Zone.Free(arena, (void*)block, 1 << order, freedAt);
