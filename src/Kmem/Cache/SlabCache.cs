@@ -30,7 +30,11 @@ public sealed unsafe class SlabCache : IDisposable
     /// </summary>
     private Sheaf*[] _sheaves = new Sheaf*[1];
     private readonly SlabLayout _layout;
-    private readonly int _index;
+    /// <summary>
+    /// The page-map tag of the core's slabs (<see cref="PageMap.SlabTag"/>), or
+    /// uint.MaxValue, which no entry carries, when the core's index does not fit a tag.
+    /// </summary>
+    private readonly uint _tag;
     /// <summary>This handle's reader of the sheaf table (one delegate, so it can be removed).</summary>
     private readonly Action<Sheaf*[]> _sheafReader;
 
@@ -53,7 +57,7 @@ public sealed unsafe class SlabCache : IDisposable
         ObjectSize = objectSize;
         Flags = flags;
         _layout = core.Layout;
-        _index = core.Index;
+        _tag = PageMap.SlabTag(core.Index) is var tag && tag != PageMap.EscapeTag ? tag : uint.MaxValue;
         _sheafReader = table => Volatile.Write(ref _sheaves, table);
         if (core.HandleFastPaths)
             core.AddSheafReader(_sheafReader);
@@ -167,8 +171,10 @@ public sealed unsafe class SlabCache : IDisposable
     {
         // The core's checks (the page map, this cache's slab, an object's start), then the
         // push; any miss goes to the core, which checks again and reports.
-        SlabHeader* slab = PageMap.Lookup(obj);
-        if (slab != null && slab->CacheIndex == _index && _layout.IsObjectStart(obj, slab) && SheafFastPath.TryPush(_sheaves, obj))
+        // The entry's tag names the cache, so the slab header is not touched (a cache with
+        // an escaped tag, past 65,533 caches, always takes the core's path).
+        ulong entry = PageMap.LookupEntry(obj);
+        if ((uint)(entry >> PageMap.TagShift) == _tag && _layout.IsObjectStart(obj, (SlabHeader*)(entry & PageMap.AddressMask)) && SheafFastPath.TryPush(_sheaves, obj))
             return;
         Live(obj).FreeFromHandle(obj);
     }

@@ -70,7 +70,7 @@ internal sealed unsafe partial class SlabCacheCore
         slab->Freelist = _randomize ? BuildShuffledFreeList(block) : BuildFreeList(block);
         if (!zeroed)
             NativeMemory.Clear(BitmapOf(slab), (nuint)(_layout.ObjectOffset - _layout.BitmapOffset));
-        PageMap.Set(block, (nuint)_layout.SlabSize, slab);
+        PageMap.Set(block, (nuint)_layout.SlabSize, slab, PageMap.SlabTag(_index));
         return slab;
     }
 

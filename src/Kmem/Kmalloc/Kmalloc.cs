@@ -144,7 +144,21 @@ public static unsafe partial class Kmalloc
     {
         if (p == null)
             return;
-        SlabHeader* h = PageMap.Lookup(p);
+        // The cache comes from the entry's tag, so the slab header is not touched.
+        ulong entry = PageMap.LookupEntry(p);
+        uint tag = (uint)(entry >> PageMap.TagShift);
+        if (tag - 1 < PageMap.EscapeTag - 1)
+        {
+            SlabCacheRegistry.Get((int)tag - 1).FreeObject(p, (SlabHeader*)(entry & PageMap.AddressMask));
+            return;
+        }
+        FreeUntagged(p, (SlabHeader*)(entry & PageMap.AddressMask));
+    }
+
+    /// <summary>A large block, nothing, or a slab of a cache whose index only its header holds.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void FreeUntagged(void* p, SlabHeader* h)
+    {
         if (h != null && h->Kind == BlockKind.Slab)
         {
             SlabCacheRegistry.Get(h->CacheIndex).FreeObject(p, h);

@@ -21,6 +21,20 @@ namespace Kmem.PageLayer;
 /// </remarks>
 internal static unsafe class PageMap
 {
+    /// <summary>
+    /// An entry is the header's address (below 2^48) with a tag in its top 16 bits: for a
+    /// slab, its cache's index + 1 (<see cref="EscapeTag"/> when the index does not fit, and
+    /// the header has it), for a large block 0. The free fast path reads the cache from
+    /// the entry it loaded anyway, and never touches the slab header (a cache miss per free
+    /// for big objects, whose headers are megabytes apart).
+    /// </summary>
+    public const int TagShift = 48;
+    public const ulong AddressMask = (1UL << TagShift) - 1;
+    public const uint EscapeTag = 0xFFFF;
+
+    /// <summary>The tag of a slab of the cache at <paramref name="cacheIndex"/>.</summary>
+    public static uint SlabTag(int cacheIndex) => (uint)cacheIndex < EscapeTag - 1 ? (uint)cacheIndex + 1 : EscapeTag;
+
     public const int GranuleShift = 12;
     public const nuint GranuleSize = (nuint)1 << GranuleShift;
     private const int LeafShift = 30;
@@ -32,25 +46,34 @@ internal static unsafe class PageMap
 
     /// <summary>The header of the block holding <paramref name="p"/>, or null if no block does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static SlabHeader* Lookup(void* p)
+    public static SlabHeader* Lookup(void* p) => (SlabHeader*)(LookupEntry(p) & AddressMask);
+
+    /// <summary>The tagged entry of <paramref name="p"/>'s granule (0 if none): header address | tag &lt;&lt; <see cref="TagShift"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong LookupEntry(void* p)
     {
         // Hot path: two dependent loads, no lock, no atomic.
         ulong a = (ulong)p;
         if ((a >> 48) != 0)
-            return null;
+            return 0;
         SlabHeader** leaf = s_root[a >> LeafShift];
         if (leaf == null)
-            return null;
-        return leaf[(a >> GranuleShift) & ((1u << LeafBits) - 1)];
+            return 0;
+        return (ulong)leaf[(a >> GranuleShift) & ((1u << LeafBits) - 1)];
     }
 
-    public static void Set(void* block, nuint size, SlabHeader* header)
+    /// <summary>Maps every granule of a slab to its header, tagged with <paramref name="tag"/> (<see cref="SlabTag"/>).</summary>
+    public static void Set(void* block, nuint size, SlabHeader* header, uint tag)
     {
         Debug.Assert(((nuint)block & (GranuleSize - 1)) == 0, "block not granule aligned");
-        Fill((nuint)block, size, header, create: true);
+        Debug.Assert(((ulong)header >> TagShift) == 0 && tag <= EscapeTag, "header or tag out of range");
+        Fill((nuint)block, size, (nint)((ulong)header | ((ulong)tag << TagShift)), create: true);
     }
 
-    public static void Clear(void* block, nuint size) => Fill((nuint)block, size, null, create: false);
+    /// <summary>Creates the leaves that cover [block, block + size) (a reserve block, formatted later by a thread that must not allocate).</summary>
+    public static void Prepare(void* block, nuint size) => Fill((nuint)block, size, 0, create: true);
+
+    public static void Clear(void* block, nuint size) => Fill((nuint)block, size, 0, create: false);
 
     /// <summary>Maps only the first granule of <paramref name="block"/> to <paramref name="header"/> (a large block's head).</summary>
     public static void SetHead(void* block, SlabHeader* header)
@@ -85,7 +108,7 @@ internal static unsafe class PageMap
                 int index = (int)((a >> GranuleShift) & ((1u << LeafBits) - 1));
                 int found = new ReadOnlySpan<nint>(leaf, index + 1).LastIndexOfAnyExcept((nint)0);
                 if (found >= 0)
-                    return leafBase + ((ulong)found << GranuleShift) >= floor ? leaf[found] : null;
+                    return leafBase + ((ulong)found << GranuleShift) >= floor ? (SlabHeader*)((ulong)leaf[found] & AddressMask) : null;
             }
             if (leafBase == 0 || leafBase - 1 < floor)
                 return null;
@@ -93,8 +116,8 @@ internal static unsafe class PageMap
         }
     }
 
-    /// <summary>Writes <paramref name="header"/> into every page entry of the block, a leaf's run at a time.</summary>
-    private static void Fill(nuint start, nuint size, SlabHeader* header, bool create)
+    /// <summary>Writes <paramref name="entry"/> into every page entry of the block, a leaf's run at a time.</summary>
+    private static void Fill(nuint start, nuint size, nint entry, bool create)
     {
         nuint end = start + size;
         for (nuint g = start; g < end;)
@@ -105,8 +128,8 @@ internal static unsafe class PageMap
             nuint stop = end < leafEnd ? end : leafEnd;
             int count = (int)((stop - g) >> GranuleShift);
             var run = new Span<nint>(first, count);
-            Debug.Assert(header == null || run.IndexOfAnyExcept((nint)0) < 0, "granule already mapped");
-            run.Fill((nint)header);
+            Debug.Assert(entry == 0 || run.IndexOfAnyExcept((nint)0) < 0, "granule already mapped");
+            run.Fill(entry);
             g = stop;
         }
     }

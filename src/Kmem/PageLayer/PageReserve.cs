@@ -77,7 +77,7 @@ internal static unsafe class PageReserve
             void* block = Pages.AllocBlock(BlockSize, BlockSize, out _, out _);
             if (block == null)
                 return;
-            PageMap.Set(block, BlockSize, null);   // creates the page-map leaf now, not in the taker
+            PageMap.Prepare(block, BlockSize);   // creates the page-map leaf now, not in the taker
             if (Interlocked.CompareExchange(ref s_slots[i], (nint)block, 0) == 0)
                 Interlocked.Increment(ref s_count);
             else
