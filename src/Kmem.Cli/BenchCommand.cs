@@ -1,24 +1,59 @@
+using System.ComponentModel;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.InteropServices;
 using Kmem.Workloads;
 using Spectre.Console;
+using Spectre.Console.Cli;
 
 namespace Kmem.Cli;
+
+/// <summary>The options of `kmem bench`.</summary>
+internal sealed class BenchSettings : CommandSettings
+{
+    [CommandOption("-q|--quick")]
+    [Description("Shorter runs: 0.5 s per figure instead of 2 s (with --pages: 3 rounds of 0.1 s instead of 9 of 0.3 s).")]
+    public bool Quick { get; init; }
+
+    [CommandOption("--pages")]
+    [Description("The page layer instead: large blocks, small and medium sizes, realloc and RSS against glibc, mimalloc, jemalloc and tcmalloc where they are installed.")]
+    public bool Pages { get; init; }
+
+    [CommandOption("--kmalloc-only")]
+    [Description("With --pages: Kmalloc alone, no peers (to count its own system calls with strace).")]
+    public bool KmallocOnly { get; init; }
+
+    [CommandOption("--big")]
+    [Description("With --pages: also fill 8 GiB with Kmalloc(20000) (and glibc's malloc) and with 64 B SlabCache objects, then free it: minutes, and 2 GiB of RSS for glibc.")]
+    public bool Big { get; init; }
+
+    public override ValidationResult Validate() => (Pages, KmallocOnly, Big) switch
+    {
+        (false, true, _) => ValidationResult.Error("--kmalloc-only needs --pages"),
+        (false, _, true) => ValidationResult.Error("--big needs --pages"),
+        _ => ValidationResult.Success(),
+    };
+}
 
 /// <summary>
 /// `kmem bench`: the issue's figures as ratios taken in one run on this machine (it is
 /// shared and noisy; only ratios within one run mean much). BenchmarkDotNet's figures
-/// in docs/benchmarks.md are the reference; this is the quick look.
+/// in docs/benchmarks.md are the reference; this is the quick look. With --pages it runs
+/// <see cref="PagesBenchCommand"/> instead.
 /// </summary>
-internal static class BenchCommand
+[SuppressMessage("Performance", "CA1812", Justification = "Spectre.Console.Cli creates it.")]
+internal sealed class BenchCommand(IAnsiConsole console) : KmemCommand<BenchSettings>
 {
     private sealed record Figure(string Name, string Value, string Target, bool Met);
 
-    public static int Run(bool quick)
+    public override int Execute(CommandContext context, BenchSettings settings, CancellationToken cancellationToken) =>
+        settings.Pages ? PagesBenchCommand.Run(console, settings.Quick, settings.KmallocOnly, settings.Big) : Run(settings.Quick);
+
+    private int Run(bool quick)
     {
         var d = TimeSpan.FromSeconds(quick ? 0.5 : 2);
         var figures = new List<Figure>();
-        AnsiConsole.MarkupLine($"[bold]kmem bench[/]{(quick ? " --quick" : "")}: {Environment.ProcessorCount} cores, " +
-                               $"{RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription}");
+        console.MarkupLine($"[bold]kmem bench[/]{(quick ? " --quick" : "")}: {Environment.ProcessorCount} cores, " +
+                           $"{RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription}");
 
         var single = new Dictionary<string, double>();
         var scaling = new Dictionary<int, double>();
@@ -26,45 +61,38 @@ internal static class BenchCommand
         MemoryFootprint? footprint = null;
         var lifecycle = new Dictionary<(string Mode, int Threads), LifecycleResult>();
 
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new SpinnerColumn())
-            .Start(ctx =>
+        StepProgress.Run(console, 0, steps =>
+        {
+            foreach (var (name, run) in SingleThreadWorkload.Runs(64))
             {
-                foreach (var (name, run) in SingleThreadWorkload.Runs(64))
+                steps.Step($"1 thread, 64 B: {name}");
+                single[name] = run(d);
+            }
+            using (var slab = new SlabCacheAllocator(64))
+            {
+                foreach (int threads in new[] { 1, 2, 8 })
                 {
-                    var task = ctx.AddTask($"1 thread, 64 B: {name}", maxValue: 1);
-                    single[name] = run(d);
-                    task.Increment(1);
+                    steps.Step($"SlabCache, {threads} thread(s)");
+                    scaling[threads] = ThroughputWorkloads.Scaling(slab, threads, d).OpsPerSecond;
                 }
-                using (var slab = new SlabCacheAllocator(64))
+            }
+            foreach (var make in Allocator.All(64))
+            {
+                using var allocator = make();
+                steps.Step($"producer/consumer: {allocator.Name}");
+                producerConsumer[allocator.Name] = ThroughputWorkloads.ProducerConsumer(allocator, d).OpsPerSecond;
+            }
+            foreach (int threads in new[] { 1, 2 })
+            {
+                foreach (string mode in LifecycleWorkload.Modes)
                 {
-                    foreach (int threads in new[] { 1, 2, 8 })
-                    {
-                        var task = ctx.AddTask($"SlabCache, {threads} thread(s)", maxValue: 1);
-                        scaling[threads] = ThroughputWorkloads.Scaling(slab, threads, d).OpsPerSecond;
-                        task.Increment(1);
-                    }
+                    steps.Step($"expensive object state, {mode}, {threads} thread(s)");
+                    lifecycle[(mode, threads)] = LifecycleWorkload.Run(mode, threads, d);
                 }
-                foreach (var make in Allocator.All(64))
-                {
-                    using var allocator = make();
-                    var task = ctx.AddTask($"producer/consumer: {allocator.Name}", maxValue: 1);
-                    producerConsumer[allocator.Name] = ThroughputWorkloads.ProducerConsumer(allocator, d).OpsPerSecond;
-                    task.Increment(1);
-                }
-                foreach (int threads in new[] { 1, 2 })
-                {
-                    foreach (string mode in LifecycleWorkload.Modes)
-                    {
-                        var task = ctx.AddTask($"expensive object state, {mode}, {threads} thread(s)", maxValue: 1);
-                        lifecycle[(mode, threads)] = LifecycleWorkload.Run(mode, threads, d);
-                        task.Increment(1);
-                    }
-                }
-                var mem = ctx.AddTask("memory: 1M live 64 B objects", maxValue: 1);
-                footprint = MemoryWorkload.Run(1_000_000, 64);
-                mem.Increment(1);
-            });
+            }
+            steps.Step("memory: 1M live 64 B objects");
+            footprint = MemoryWorkload.Run(1_000_000, 64);
+        });
 
         double floor = single["bare free list (floor)"];
         double Ns(string name) => 1e9 / single[name];
@@ -102,7 +130,7 @@ internal static class BenchCommand
         table.AddColumns("figure", "measured", "target", "");
         foreach (var f in figures)
             table.AddRow(f.Name, f.Value, f.Target, f.Met ? "[green]met[/]" : "[yellow]missed[/]");
-        AnsiConsole.Write(table);
+        console.Write(table);
         return 0;
     }
 }

@@ -1,9 +1,37 @@
+using System.ComponentModel;
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Kmem.Workloads;
 using Spectre.Console;
+using Spectre.Console.Cli;
 
 namespace Kmem.Cli;
+
+/// <summary>The options of `kmem demo`.</summary>
+internal sealed class DemoSettings : CommandSettings
+{
+    [CommandOption("-q|--quick")]
+    [Description("Shorter runs: 0.6 s each after 0.15 s of warm-up instead of 2 s after 0.3 s; about half a minute in all.")]
+    public bool Quick { get; init; }
+
+    [CommandOption("-s|--seconds <SECONDS>")]
+    [Description("Seconds measured per run (32 runs), instead of 2 (0.6 with --quick). The warm-up stays as the mode sets it.")]
+    public double? Seconds { get; init; }
+
+    [CommandOption("--json <FILE>")]
+    [Description("Also write the run records to FILE (the folder always gets results.json).")]
+    public string? JsonPath { get; init; }
+
+    [CommandOption("-o|--out <DIR>")]
+    [Description("Folder for results.json, the SVG charts and summary.md; default kmem-demo-results/<time>/.")]
+    public string? OutFolder { get; init; }
+
+    public override ValidationResult Validate() =>
+        Seconds is <= 0 or > 3600 or double.NaN
+            ? ValidationResult.Error("--seconds must be more than 0 and at most 3600")
+            : ValidationResult.Success();
+}
 
 /// <summary>
 /// `kmem demo`: the seed series' experiment. Both users of per-CPU memory (an mm-like
@@ -11,59 +39,54 @@ namespace Kmem.Cli;
 /// table, patch 4's lock table and the issue's targets are printed; results, charts and
 /// a summary are written under a folder it names.
 /// </summary>
-internal static class DemoCommand
+[SuppressMessage("Performance", "CA1812", Justification = "Spectre.Console.Cli creates it.")]
+internal sealed class DemoCommand(IAnsiConsole console) : KmemCommand<DemoSettings>
 {
-    public static int Run(bool quick, string? jsonPath, string? outFolder)
+    public override int Execute(CommandContext context, DemoSettings settings, CancellationToken cancellationToken)
     {
-        TimeSpan duration = TimeSpan.FromSeconds(quick ? 0.6 : 2.0);
+        bool quick = settings.Quick;
+        TimeSpan duration = TimeSpan.FromSeconds(settings.Seconds ?? (quick ? 0.6 : 2.0));
         TimeSpan warmup = TimeSpan.FromSeconds(quick ? 0.15 : 0.3);
         string machine = string.Create(CultureInfo.InvariantCulture,
             $"{Environment.ProcessorCount} cores ({CpuTopology.PossibleCpus} possible CPUs), {RuntimeInformation.OSDescription}, .NET {Environment.Version}; "
-            + $"{duration.TotalSeconds:F1} s per run after {warmup.TotalSeconds:F2} s warm-up");
-        AnsiConsole.MarkupLine($"[bold]kmem demo[/]{(quick ? " --quick" : "")}: reviving the slab destructor (seed 002), measured");
-        AnsiConsole.MarkupLine($"[grey]{Markup.Escape(machine)}[/]");
-        AnsiConsole.MarkupLine("[grey]modes: baseline = per-CPU memory allocated in every lifetime; ctor-dtor = kept by the slab constructor/destructor; "
+            + $"{duration.TotalSeconds:0.0##} s per run after {warmup.TotalSeconds:F2} s warm-up");
+        console.MarkupLine($"[bold]kmem demo[/]{(quick ? " --quick" : "")}: reviving the slab destructor (seed 002), measured");
+        console.MarkupLine($"[grey]{Markup.Escape(machine)}[/]");
+        console.MarkupLine("[grey]modes: baseline = per-CPU memory allocated in every lifetime; ctor-dtor = kept by the slab constructor/destructor; "
             + "no-percpu = the same object without per-CPU memory (the floor); percpu-cache = a per-CPU allocator caching areas itself[/]");
 
         List<SeedRunResult> results = [];
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask("starting", maxValue: SeedExperiment.Runs);
-                results = SeedExperiment.Run(duration, warmup,
-                    (w, mode, t) => task.Description = $"{w}-like, {mode}, {t} thread{(t == 1 ? "" : "s")}",
-                    _ => task.Increment(1));
-                task.Description = "done";
-            });
+        StepProgress.Run(console, SeedExperiment.Runs, steps =>
+            results = SeedExperiment.Run(duration, warmup,
+                (w, mode, t) => steps.Step($"{w}-like, {mode}, {t} thread{(t == 1 ? "" : "s")}")));
 
         foreach (string w in SeedWorkload.Workloads)
         {
-            AnsiConsole.Write(DemoReport.Throughput(results, w));
-            AnsiConsole.WriteLine(DemoReport.LockTable(results, w));
+            console.Write(DemoReport.Throughput(results, w));
+            console.WriteLine(DemoReport.LockTable(results, w));
         }
         List<DemoReport.Target> targets = DemoReport.Targets(results);
-        AnsiConsole.Write(DemoReport.TargetTable(targets));
-        AnsiConsole.MarkupLine("[grey]The series measured a kernel: +4% exec() throughput on 1 thread, +4.56% on 24 threads, +33% on 192 CPUs, "
+        console.Write(DemoReport.TargetTable(targets));
+        console.MarkupLine("[grey]The series measured a kernel: +4% exec() throughput on 1 thread, +4.56% on 24 threads, +33% on 192 CPUs, "
             + "-26% system time for tc filters. Here a lifetime is the object's own work alone (no page tables, no fork), "
             + "on 2 cores, so the mutex's share of a lifetime, and so the gain, is larger; see docs/benchmarks.md.[/]");
 
-        string folder = outFolder ?? Path.Combine("kmem-demo-results", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        string folder = settings.OutFolder ?? Path.Combine("kmem-demo-results", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         List<string> files = DemoOutput.WriteFolder(folder, results, targets, machine);
-        if (jsonPath != null)
+        if (settings.JsonPath is string jsonPath)
         {
             DemoOutput.WriteJson(jsonPath, results);
             files.Add(jsonPath);
         }
-        AnsiConsole.MarkupLine($"results written: {Markup.Escape(string.Join(", ", files))}");
+        console.MarkupLine($"results written: {Markup.Escape(string.Join(", ", files))}");
 
         long failures = results.Sum(r => r.CheckFailures);
         if (failures != 0)
         {
-            AnsiConsole.MarkupLine($"[red]{failures} checks failed: a counter not back to zero at teardown, or a memory group left charged[/]");
+            console.MarkupLine($"[red]{failures} checks failed: a counter not back to zero at teardown, or a memory group left charged[/]");
             return 1;
         }
-        AnsiConsole.MarkupLine("[green]every lifetime checked: counters back to zero, every charge given back[/]");
+        console.MarkupLine("[green]every lifetime checked: counters back to zero, every charge given back[/]");
         return 0;
     }
 }

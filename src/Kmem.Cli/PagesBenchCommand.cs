@@ -11,18 +11,19 @@ namespace Kmem.Cli;
 /// </summary>
 internal static class PagesBenchCommand
 {
+    /// <param name="console">Where the tables go.</param>
     /// <param name="quick">Shorter rounds.</param>
     /// <param name="kmallocOnly">No peers (to count Kmalloc's own system calls with strace).</param>
     /// <param name="big">Also fill 8 GiB with Kmalloc(20000) (and glibc's malloc) and free it: minutes, and 2 GiB of RSS for glibc.</param>
-    public static int Run(bool quick, bool kmallocOnly, bool big)
+    public static int Run(IAnsiConsole console, bool quick, bool kmallocOnly, bool big)
     {
         IReadOnlyList<string> missing = [];
         IReadOnlyList<NativePeer> peers = kmallocOnly ? [] : NativePeer.Load(out missing);
-        AnsiConsole.MarkupLine($"[bold]kmem bench --pages[/]{(quick ? " --quick" : "")}: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}");
-        AnsiConsole.MarkupLine($"peers: {(peers.Count == 0 ? "none" : string.Join(", ", peers.Select(p => p.Name)))}");
+        console.MarkupLine($"[bold]kmem bench --pages[/]{(quick ? " --quick" : "")}: {Environment.ProcessorCount} cores, {RuntimeInformation.OSDescription}");
+        console.MarkupLine($"peers: {(peers.Count == 0 ? "none" : string.Join(", ", peers.Select(p => p.Name)))}");
         long opsBefore = PageLayerWorkloads.Operations;
         foreach (string m in missing)
-            AnsiConsole.MarkupLineInterpolated($"[yellow]not found: {m}[/]");
+            console.MarkupLineInterpolated($"[yellow]not found: {m}[/]");
         int rounds = quick ? 3 : 9;
         var round = TimeSpan.FromSeconds(quick ? 0.1 : 0.3);
         var seq = PageLayerWorkloads.Sequence(42, 8 << 10, 256 << 10);
@@ -75,7 +76,7 @@ internal static class PagesBenchCommand
             row.AddRange(medians.Skip(1).Select(m => $"{medians[0] / m:F2}"));
             table.AddRow([.. row]);
         }
-        AnsiConsole.Write(table);
+        console.Write(table);
 
         // Memory: 1M live small objects, Kmalloc first (a fresh heap), each peer after.
         var rss = new Table().AddColumn("1,000,000 live objects of 8..1024 B").AddColumn("RSS growth").AddColumn("x payload").AddColumn("given back after free (2 s)");
@@ -88,11 +89,11 @@ internal static class PagesBenchCommand
             var r = PageLayerWorkloads.SmallObjectRss(new PeerOps(p), count, settle);
             rss.AddRow(p.Name, $"{r.LiveBytes >> 20} MiB ({(double)km.LiveBytes / r.LiveBytes:F2}x for Kmalloc)", $"{(double)r.LiveBytes / r.Payload:F2}", $"{r.ReturnedFraction:P0}");
         }
-        AnsiConsole.Write(rss);
+        console.Write(rss);
 
         var (nsPerPage, rssLeft) = PageLayerWorkloads.PurgeCycle(quick ? 5 : 20);
-        AnsiConsole.MarkupLine($"purge cycle (64 x 1 MiB written, freed, Pages.Trim), advice {(Environment.GetEnvironmentVariable("KMEM_PURGE_ADVICE") == "free" ? "MADV_FREE" : "MADV_DONTNEED")}: " +
-                               $"{nsPerPage:F0} ns per page, RSS left after the trim {rssLeft >> 20} MiB");
+        console.MarkupLine($"purge cycle (64 x 1 MiB written, freed, Pages.Trim), advice {(Environment.GetEnvironmentVariable("KMEM_PURGE_ADVICE") == "free" ? "MADV_FREE" : "MADV_DONTNEED")}: " +
+                           $"{nsPerPage:F0} ns per page, RSS left after the trim {rssLeft >> 20} MiB");
 
         if (big)
         {
@@ -104,17 +105,17 @@ internal static class PagesBenchCommand
                 var (gs, gm) = PageLayerWorkloads.FillAndFree(new PeerOps(p), 20000, 8L << 30);
                 fill.AddRow($"glibc (Kmalloc {ks / gs:F2}x)", $"{gs:F3}", $"{gm}");
             }
-            AnsiConsole.Write(fill);
+            console.Write(fill);
 
             // 8 GiB of 64 B SlabCache objects, each written: overhead, and what stays after Shrink.
             long start = Pages.BytesHeld;
             var sw = System.Diagnostics.Stopwatch.StartNew();
             MemoryFootprint f = MemoryWorkload.Run((8L << 30) / 64, 64);
-            AnsiConsole.MarkupLine($"8 GiB of live 64 B SlabCache objects: {f.OverheadPercent:F2}% over the payload, " +
-                                   $"{f.BytesAfterShrink} bytes held by the cache after Shrink, Pages.BytesHeld {start >> 20} -> {Pages.BytesHeld >> 20} MiB, {sw.Elapsed.TotalSeconds:F1} s");
+            console.MarkupLine($"8 GiB of live 64 B SlabCache objects: {f.OverheadPercent:F2}% over the payload, " +
+                               $"{f.BytesAfterShrink} bytes held by the cache after Shrink, Pages.BytesHeld {start >> 20} -> {Pages.BytesHeld >> 20} MiB, {sw.Elapsed.TotalSeconds:F1} s");
         }
-        AnsiConsole.MarkupLine($"{PageLayerWorkloads.Operations - opsBefore:N0} operations over all allocators");
-        AnsiConsole.MarkupLine($"page layer: {Pages.Arenas} arenas, {Pages.BytesReserved >> 20} MiB reserved, {Pages.BytesHeld >> 20} MiB held, {Pages.PurgedBytes >> 20} MiB purged so far");
+        console.MarkupLine($"{PageLayerWorkloads.Operations - opsBefore:N0} operations over all allocators");
+        console.MarkupLine($"page layer: {Pages.Arenas} arenas, {Pages.BytesReserved >> 20} MiB reserved, {Pages.BytesHeld >> 20} MiB held, {Pages.PurgedBytes >> 20} MiB purged so far");
         return 0;
     }
 }

@@ -28,12 +28,3 @@ internal static class SlabInfoView
         _ => $"{bytes} B",
     };
 }
-
-internal static class SlabInfoCommand
-{
-    public static int Run()
-    {
-        AnsiConsole.Write(SlabInfoView.Render(SlabInfo.Snapshot(includeUnused: true), "slabinfo"));
-        return 0;
-    }
-}
