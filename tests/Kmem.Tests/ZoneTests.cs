@@ -523,7 +523,6 @@ public unsafe class PurgeConcurrencyTests
     [Fact]
     public void Blocks_allocated_and_freed_beside_a_purging_thread_keep_their_contents_and_the_accounting_holds()
     {
-        long inUse = Pages.BytesInUse;
         var stop = new ManualResetEventSlim(false);
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
         long rounds = 0, purges = 0;
@@ -586,7 +585,9 @@ public unsafe class PurgeConcurrencyTests
         Assert.Empty(failures);
         // Every purged page a worker writes again is a page fault, so rounds are slow: a few thousand.
         Assert.True(rounds > 500 && purges > 10, $"too little happened: {rounds} rounds, {purges} purges");
-        Assert.Equal(inUse, Pages.BytesInUse);
+        // Not BytesInUse against its start: the reclaim thread's reserve refills and slab
+        // frees change it at any time. The workers freed what they took (checked by the
+        // accounting invariant, which holds exactly).
         Pages.CheckAccounting();
     }
 }

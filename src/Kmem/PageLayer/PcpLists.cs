@@ -142,6 +142,25 @@ internal static unsafe class PcpLists
         return taken;
     }
 
+    /// <summary>Tests: whether <paramref name="block"/> is on some CPU's list now (takes each page_pcp in turn).</summary>
+    internal static bool Holds(void* block)
+    {
+        foreach (Unit? unit in s_units)
+        {
+            if (unit == null)
+                continue;
+            using (unit.Lock.Scope())
+            {
+                for (int i = 0; i < Orders; i++)
+                {
+                    if (Array.IndexOf(unit.Blocks[i], (nint)block, 0, unit.Count[i]) >= 0)
+                        return true;
+                }
+            }
+        }
+        return false;
+    }
+
     private static Unit CreateUnit(int cpu)
     {
         var fresh = new Unit();
