@@ -209,7 +209,11 @@ internal sealed unsafe partial class SlabCacheCore
                 DoubleFrees: _doubleFrees,
                 FreeListRepairs: _freeListRepairs,
                 LeakedObjects: Volatile.Read(ref _leakedObjects),
-                DestructorStalls: Volatile.Read(ref _destructorStalls));
+                DestructorStalls: Volatile.Read(ref _destructorStalls),
+                SheafRefills: _sheafRefills,
+                SheafFlushes: _sheafFlushes,
+                BarnGets: _barn.Gets,
+                BarnPuts: _barn.Puts);
         }
     }
 
