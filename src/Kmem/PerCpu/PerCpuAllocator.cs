@@ -69,6 +69,12 @@ public sealed unsafe class PerCpuAllocator : IDisposable
         Kmem.Reclaim.EnsureStarted();
     }
 
+    /// <summary>The allocators not disposed (copy-on-write, read without a lock: for metrics).</summary>
+    internal static PerCpuAllocator[] Live => Volatile.Read(ref s_live);
+
+    /// <summary>True once <see cref="Dispose"/> freed its chunks (racy read, for metrics).</summary>
+    internal bool IsDisposed => Volatile.Read(ref _disposed);
+
     public string Name { get; }
 
     /// <summary>Copies per area: <see cref="CpuTopology.PossibleCpus"/>.</summary>
