@@ -67,6 +67,7 @@ public sealed unsafe class PerCpuAllocator : IDisposable
         Name = name;
         UpdateCopy(ref s_live, a => [.. a, this]);
         Kmem.Reclaim.EnsureStarted();
+        Diagnostics.KmemMetrics.Activate();
     }
 
     /// <summary>The allocators not disposed (copy-on-write, read without a lock: for metrics).</summary>

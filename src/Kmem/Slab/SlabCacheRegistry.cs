@@ -21,7 +21,11 @@ internal static class SlabCacheRegistry
     /// <summary>The cache at <paramref name="index"/>; indexes come from slab headers, which outlive no cache.</summary>
     public static SlabCacheCore Get(int index) => Volatile.Read(ref s_caches)[index]!;
 
-    /// <summary>Registers a new root cache. Caller holds slab_mutex.</summary>
+    /// <summary>
+    /// Registers a new root cache. Caller holds slab_mutex. The first registration in the
+    /// process also publishes Kmem's metrics (<see cref="Diagnostics.KmemMetrics.Activate"/>:
+    /// one volatile read after that).
+    /// </summary>
     public static int AddLocked(SlabCacheCore cache)
     {
         System.Diagnostics.Debug.Assert(Lock.IsHeldByCurrentThread, "slab_mutex not held");
@@ -35,6 +39,7 @@ internal static class SlabCacheRegistry
         }
         // Release: an unlocked reader that finds the cache sees its constructor's writes.
         Volatile.Write(ref s_caches[i], cache);
+        Diagnostics.KmemMetrics.Activate();
         return i;
     }
 
