@@ -168,4 +168,32 @@ public unsafe class SlabLayoutTests
         using var cache = SlabCache.Create("layout-ctor-64", 64, new SlabCacheOptions { Constructor = _ => true });
         Assert.Equal(72, cache.GetStatistics().Stride);
     }
+
+    [Fact]
+    public void Sheaf_refills_and_flushes_are_counted_in_the_slow_path_by_source_and_target()
+    {
+        using var cache = SlabCache.Create($"sheaf-counts-{Guid.NewGuid():N}", 64, TestOptions.Unmerged);
+        int n = 20 * cache.SheafCapacity;   // more full sheaves than a barn holds (at most 16)
+        var objects = new nint[n];
+        for (int i = 0; i < n; i++)
+            objects[i] = (nint)cache.Alloc();
+        SlabCacheStatistics s = cache.GetStatistics();
+        Assert.True(s.SheafRefills >= 20, $"{s.SheafRefills} refills from the slabs");
+        Assert.Equal(0, s.BarnGets);
+        Assert.Equal(0, s.BarnPuts);
+        Assert.Equal(0, s.SheafFlushes);
+        foreach (nint p in objects)
+            cache.Free((void*)p);
+        s = cache.GetStatistics();
+        Assert.True(s.BarnPuts >= 2, $"{s.BarnPuts} sheaves left in the barn");
+        Assert.True(s.SheafFlushes >= 1, $"{s.SheafFlushes} half sheaves back to the slabs with the barn full");
+        long refills = s.SheafRefills;
+        for (int i = 0; i < n; i++)
+            objects[i] = (nint)cache.Alloc();
+        s = cache.GetStatistics();
+        Assert.Equal(s.BarnPuts, s.BarnGets);   // every parked sheaf was taken back before the slabs were asked
+        Assert.True(s.SheafRefills > refills, "the slabs were not asked after the barn ran dry");
+        foreach (nint p in objects)
+            cache.Free((void*)p);
+    }
 }

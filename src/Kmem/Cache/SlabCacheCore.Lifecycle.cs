@@ -170,6 +170,9 @@ internal sealed unsafe partial class SlabCacheCore
     /// <summary>The watchdog found one of this cache's destructor calls past the budget.</summary>
     internal void CountDestructorStall() => Interlocked.Increment(ref _destructorStalls);
 
+    /// <summary>Objects still live when the cache was disposed (racy read, no lock: for metrics).</summary>
+    internal long LeakedObjects => Volatile.Read(ref _leakedObjects);
+
     /// <summary>Empty slabs of a TypesafeByRcu cache waiting for their grace period now (racy read).</summary>
     internal long SlabsAwaitingGracePeriod => Volatile.Read(ref _rcuWaitingCount);
 
@@ -209,7 +212,11 @@ internal sealed unsafe partial class SlabCacheCore
                 DoubleFrees: _doubleFrees,
                 FreeListRepairs: _freeListRepairs,
                 LeakedObjects: Volatile.Read(ref _leakedObjects),
-                DestructorStalls: Volatile.Read(ref _destructorStalls));
+                DestructorStalls: Volatile.Read(ref _destructorStalls),
+                SheafRefills: _sheafRefills,
+                SheafFlushes: _sheafFlushes,
+                BarnGets: _barn.Gets,
+                BarnPuts: _barn.Puts);
         }
     }
 

@@ -138,7 +138,10 @@ internal sealed unsafe partial class SlabCacheCore
                     // Barn full: the older half goes back to the slabs, the warmer half stays.
                     int half = s->Count / 2;
                     using (_listLock.Scope())
+                    {
                         excess = ReturnToSlabs(Sheaf.Objects(s), half, ref release);
+                        _sheafFlushes++;
+                    }
                     new Span<nint>(Sheaf.Objects(s) + half, s->Count - half).CopyTo(new Span<nint>(Sheaf.Objects(s), s->Count - half));
                     s->Count -= half;
                 }
@@ -167,7 +170,11 @@ internal sealed unsafe partial class SlabCacheCore
         if (s->Count == 0)
         {
             using (_listLock.Scope())
+            {
                 s->Count = TakeFromPartial(Sheaf.Objects(s), s->Capacity);
+                if (s->Count > 0)
+                    _sheafRefills++;
+            }
             ReverseObjects(s);
         }
         return s->Count > 0 ? Sheaf.Objects(s)[--s->Count] : null;

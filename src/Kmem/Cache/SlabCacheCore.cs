@@ -148,6 +148,10 @@ internal sealed unsafe partial class SlabCacheCore
     private long _doubleFrees;
     /// <summary>Slab free lists found corrupted and rebuilt from the bitmap.</summary>
     private long _freeListRepairs;
+    /// <summary>Empty sheaves refilled from the partial slabs (SLUB_STATS' sheaf_refill); slow path only.</summary>
+    private long _sheafRefills;
+    /// <summary>Full sheaves whose older half went back to the slabs because the barn was full (sheaf_flush); slow path only.</summary>
+    private long _sheafFlushes;
 
     // ---- Atomic counters (no lock) ----
     /// <summary>Slabs given back to the page layer (counted in FreeSlabs, when they go).</summary>

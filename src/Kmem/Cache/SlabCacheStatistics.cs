@@ -29,6 +29,10 @@ namespace Kmem;
 /// <param name="LeakedObjects">Objects still live when the cache was disposed; their slabs stay mapped.</param>
 /// <param name="DestructorStalls">Destructor calls on a reclaim worker that ran past <see cref="Reclaim.StallBudget"/> (each also reported to <see cref="SlabReports"/> as a <see cref="SlabReportKind.CallbackStall"/>).</param>
 /// <param name="SlabsAwaitingGracePeriod">Empty slabs of a TypesafeByRcu cache waiting for an RCU grace period before their memory is returned (counted in BytesHeld, not in Slabs).</param>
+/// <param name="SheafRefills">Empty per-thread sheaves refilled from the partial slabs under list_lock (SLUB_STATS' sheaf_refill), when the barn had no full sheaf. Counted in the slow path only.</param>
+/// <param name="SheafFlushes">Full per-thread sheaves whose older half went back to the slabs because the barn was full (sheaf_flush). Drains by Shrink, Dispose and reclaim are not counted. Slow path only.</param>
+/// <param name="BarnGets">Empty sheaves refilled with a full sheaf from the barn (barn_get). Slow path only.</param>
+/// <param name="BarnPuts">Full sheaves left in the barn (barn_put). Slow path only.</param>
 public readonly record struct SlabCacheStatistics(
     long ActiveObjects,
     long TotalObjects,
@@ -54,7 +58,11 @@ public readonly record struct SlabCacheStatistics(
     long DoubleFrees = 0,
     long FreeListRepairs = 0,
     long LeakedObjects = 0,
-    long DestructorStalls = 0)
+    long DestructorStalls = 0,
+    long SheafRefills = 0,
+    long SheafFlushes = 0,
+    long BarnGets = 0,
+    long BarnPuts = 0)
 {
     /// <summary>Constructions that succeeded: each is matched by exactly one destructor call once its slab is freed.</summary>
     public long ConstructedObjects => ConstructorCalls - ConstructorFailures;

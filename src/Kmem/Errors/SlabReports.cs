@@ -43,6 +43,8 @@ public sealed record SlabReport(SlabReportKind Kind, string CacheName, nint Addr
 public static class SlabReports
 {
     private static long s_count;
+    /// <summary>Reports per <see cref="SlabReportKind"/>, indexed by its value (bumped in the cold publish path).</summary>
+    private static readonly long[] s_countByKind = new long[Enum.GetValues<SlabReportKind>().Length];
     private static long s_handlerFailures;
     private static SlabReport? s_last;
 
@@ -51,6 +53,10 @@ public static class SlabReports
 
     /// <summary>Reports made since the process started.</summary>
     public static long Count => Interlocked.Read(ref s_count);
+
+    /// <summary>Reports of <paramref name="kind"/> made since the process started (0 for a value that is no kind).</summary>
+    public static long CountOf(SlabReportKind kind) =>
+        (uint)kind < (uint)s_countByKind.Length ? Interlocked.Read(ref s_countByKind[(int)kind]) : 0;
 
     /// <summary>Handler calls that threw.</summary>
     public static long HandlerFailures => Interlocked.Read(ref s_handlerFailures);
@@ -65,6 +71,8 @@ public static class SlabReports
     internal static void Publish(SlabReport report)
     {
         Interlocked.Increment(ref s_count);
+        if ((uint)report.Kind < (uint)s_countByKind.Length)
+            Interlocked.Increment(ref s_countByKind[(int)report.Kind]);
         Volatile.Write(ref s_last, report);
         Action<SlabReport>? handlers = Reported;
         if (handlers == null)

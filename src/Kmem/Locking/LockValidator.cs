@@ -129,6 +129,9 @@ public static class LockValidator
             Interlocked.Decrement(ref s_leafOnlyThreads);
     }
 
+    /// <summary>True inside a leaf-only region (a destructor), in every build: where no non-leaf lock may be taken.</summary>
+    internal static bool InLeafOnlyRegion => t_leafOnlyDepth != 0;
+
     /// <summary>
     /// The always-on rule, for a non-leaf lock about to be taken: throws if this thread is
     /// inside a leaf-only region. Cost when it passes: a static load and a branch while no

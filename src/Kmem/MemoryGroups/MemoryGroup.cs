@@ -204,6 +204,23 @@ public sealed class MemoryGroup : IDisposable
         return g.Online();
     }
 
+    /// <summary>
+    /// Every group online now, root first, read without s_gate (for metrics, which must
+    /// not wait). Slots are written with release stores and never cleared (ids are not
+    /// reused); a group created meanwhile may be missed.
+    /// </summary>
+    internal static List<MemoryGroup> OnlineUnlocked()
+    {
+        MemoryGroup?[] groups = Volatile.Read(ref s_groups);
+        var list = new List<MemoryGroup>();
+        for (int i = 0; i < groups.Length; i++)
+        {
+            if (Volatile.Read(ref groups[i]) is { IsOffline: false } g)
+                list.Add(g);
+        }
+        return list;
+    }
+
     /// <summary>As <see cref="FromId"/>, or null when <paramref name="id"/> names no group (a damaged record).</summary>
     internal static MemoryGroup? TryFromId(int id)
     {

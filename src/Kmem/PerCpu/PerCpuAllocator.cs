@@ -67,7 +67,14 @@ public sealed unsafe class PerCpuAllocator : IDisposable
         Name = name;
         UpdateCopy(ref s_live, a => [.. a, this]);
         Kmem.Reclaim.EnsureStarted();
+        Diagnostics.KmemMetrics.Activate();
     }
+
+    /// <summary>The allocators not disposed (copy-on-write, read without a lock: for metrics).</summary>
+    internal static PerCpuAllocator[] Live => Volatile.Read(ref s_live);
+
+    /// <summary>True once <see cref="Dispose"/> freed its chunks (racy read, for metrics).</summary>
+    internal bool IsDisposed => Volatile.Read(ref _disposed);
 
     public string Name { get; }
 

@@ -105,12 +105,13 @@ public static class Reclaim
     /// <summary>True on a reclaim worker (the one running the loop, or one replaced while stuck).</summary>
     public static bool IsReclaimThread => t_isWorker;
 
+    /// <summary>The counts so far; takes no lock (the caches are walked without slab_mutex, which a Dispose stuck in a destructor holds).</summary>
     public static ReclaimStatistics GetStatistics() => new(
         Passes: Interlocked.Read(ref s_passesCompleted),
         PressurePasses: Interlocked.Read(ref s_pressurePasses),
         IdleTrims: Interlocked.Read(ref s_idleTrims),
         SlabsFreed: Interlocked.Read(ref s_slabsFreed),
-        SlabsAwaitingGracePeriod: SlabCacheRegistry.Snapshot().Sum(c => c.SlabsAwaitingGracePeriod),
+        SlabsAwaitingGracePeriod: SlabCacheRegistry.SnapshotUnlocked().Where(c => !c.IsDisposed).Sum(c => c.SlabsAwaitingGracePeriod),
         ShrinkerScans: Interlocked.Read(ref s_shrinkerScans),
         ShrinkerObjectsFreed: Interlocked.Read(ref s_shrinkerFreed),
         AllocationWaits: Interlocked.Read(ref s_allocationWaits),

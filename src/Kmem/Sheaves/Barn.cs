@@ -22,6 +22,10 @@ internal sealed unsafe class Barn : IDisposable
     private readonly int _maxFull;
     private readonly void** _slots;
     private int _full;
+    /// <summary>Full sheaves taken (SLUB_STATS' barn_get), counted by the holder: no atomic.</summary>
+    private long _gets;
+    /// <summary>Full sheaves left here (barn_put), counted by the holder.</summary>
+    private long _puts;
 
     public Barn(int sheafCapacity, int stride)
     {
@@ -38,6 +42,12 @@ internal sealed unsafe class Barn : IDisposable
     /// <summary>Objects parked here now (racy read for statistics).</summary>
     public int Objects => Volatile.Read(ref _full) * _sheafCapacity;
 
+    /// <summary>Full sheaves taken by threads whose sheaf ran dry (racy read for statistics).</summary>
+    public long Gets => Volatile.Read(ref _gets);
+
+    /// <summary>Full sheaves left by threads whose sheaf filled up (racy read for statistics).</summary>
+    public long Puts => Volatile.Read(ref _puts);
+
     /// <summary>Moves one full sheaf of objects into <paramref name="sheaf"/>, which must be empty.</summary>
     public bool TryTakeFull(Sheaf* sheaf)
     {
@@ -47,6 +57,7 @@ internal sealed unsafe class Barn : IDisposable
         _full--;
         Buffer.MemoryCopy(_slots + _full * _sheafCapacity, Sheaf.Objects(sheaf), _sheafCapacity * sizeof(void*), _sheafCapacity * sizeof(void*));
         sheaf->Count = _sheafCapacity;
+        _gets++;
         return true;
     }
 
@@ -58,6 +69,7 @@ internal sealed unsafe class Barn : IDisposable
             return false;
         Buffer.MemoryCopy(Sheaf.Objects(sheaf), _slots + _full * _sheafCapacity, _sheafCapacity * sizeof(void*), _sheafCapacity * sizeof(void*));
         _full++;
+        _puts++;
         sheaf->Count = 0;
         return true;
     }

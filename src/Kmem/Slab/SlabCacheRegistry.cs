@@ -7,6 +7,10 @@ namespace Kmem.Slab;
 /// kmalloc's Free and diagnostics go from an address to its cache without a lock.
 /// Creation, merging and disposal hold <see cref="Lock"/> (class slab_mutex), the
 /// outermost lock of the order. Only root caches are here; an alias lives in its root.
+/// Statistics read it without the lock (<see cref="SnapshotUnlocked"/>): slot writes are
+/// release stores and the array is replaced by one, so a reader that finds a cache sees
+/// all its constructor wrote before registering it (all but its index, which statistics
+/// do not use).
 /// </summary>
 internal static class SlabCacheRegistry
 {
@@ -17,7 +21,11 @@ internal static class SlabCacheRegistry
     /// <summary>The cache at <paramref name="index"/>; indexes come from slab headers, which outlive no cache.</summary>
     public static SlabCacheCore Get(int index) => Volatile.Read(ref s_caches)[index]!;
 
-    /// <summary>Registers a new root cache. Caller holds slab_mutex.</summary>
+    /// <summary>
+    /// Registers a new root cache. Caller holds slab_mutex. The first registration in the
+    /// process also publishes Kmem's metrics (<see cref="Diagnostics.KmemMetrics.Activate"/>:
+    /// one volatile read after that).
+    /// </summary>
     public static int AddLocked(SlabCacheCore cache)
     {
         System.Diagnostics.Debug.Assert(Lock.IsHeldByCurrentThread, "slab_mutex not held");
@@ -29,7 +37,9 @@ internal static class SlabCacheRegistry
             s_caches.CopyTo(grown, 0);
             Volatile.Write(ref s_caches, grown);
         }
-        s_caches[i] = cache;
+        // Release: an unlocked reader that finds the cache sees its constructor's writes.
+        Volatile.Write(ref s_caches[i], cache);
+        Diagnostics.KmemMetrics.Activate();
         return i;
     }
 
@@ -37,7 +47,7 @@ internal static class SlabCacheRegistry
     public static void RemoveLocked(int index)
     {
         System.Diagnostics.Debug.Assert(Lock.IsHeldByCurrentThread, "slab_mutex not held");
-        s_caches[index] = null;
+        Volatile.Write(ref s_caches[index], null);
     }
 
     /// <summary>The live root caches, newest last. Caller holds slab_mutex.</summary>
@@ -51,5 +61,25 @@ internal static class SlabCacheRegistry
     {
         using (Lock.Scope())
             return [.. s_caches.OfType<SlabCacheCore>().Where(c => !c.IsDisposed)];
+    }
+
+    /// <summary>
+    /// Every registered root cache, disposed ones included (those that leaked keep their
+    /// slot), read without slab_mutex. For statistics and metrics, which must never wait:
+    /// Dispose holds slab_mutex while destructors run, and a destructor may be stuck. The
+    /// list may miss a cache being created and include one being disposed (test
+    /// <see cref="SlabCacheCore.IsDisposed"/>); a reader holding an array replaced since
+    /// may see a cache removed after the replacement, disposed by then.
+    /// </summary>
+    public static List<SlabCacheCore> SnapshotUnlocked()
+    {
+        SlabCacheCore?[] caches = Volatile.Read(ref s_caches);
+        var list = new List<SlabCacheCore>();
+        for (int i = 0; i < caches.Length; i++)
+        {
+            if (Volatile.Read(ref caches[i]) is { } c)
+                list.Add(c);
+        }
+        return list;
     }
 }
