@@ -246,6 +246,8 @@ internal static class KmemMetrics
             "{block}", "Blocks allocated from the page layer (slabs and large allocations).");
         m.CreateObservableCounter("kmem.pages.block.allocation_failures", static () => Pages.FailedAllocations,
             "{block}", "Block allocations refused: the page limit, an injected fault, or the OS.");
+        m.CreateObservableCounter("kmem.pages.block.pcp_hits", static () => Pages.PerCpuListHits,
+            "{block}", "Block allocations served from a per-CPU list of free blocks, without the zone lock (the kernel's pcp lists).");
         m.CreateObservableUpDownCounter("kmem.kmalloc.large.memory.in_use", static () => Kmalloc.LargeBytes,
             "By", "Bytes of live kmalloc blocks above the largest size class (page-layer blocks of their own).");
     }
