@@ -203,4 +203,50 @@ public unsafe class ReclaimTests
         Assert.Equal(0, cache.GetStatistics().Slabs);   // freed regardless
         Assert.True(Reclaim.RunPass());                  // and the thread lives on
     }
+
+    [Fact]
+    public void Exited_threads_leave_nothing_in_their_sheaves_and_their_ids_are_recycled()
+    {
+        using var cache = SlabCache.Create("exited-threads", 64, TestOptions.Unmerged);
+        long reaped = Reclaim.GetStatistics().ExitedThreadsReaped;
+        long objects = Reclaim.GetStatistics().ExitedThreadObjects;
+        const int Threads = 16, PerThread = 10;
+        var ids = new int[Threads];
+        var threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            var live = new nint[PerThread];
+            for (int i = 0; i < PerThread; i++)
+                live[i] = (nint)cache.Alloc();
+            foreach (nint p in live)
+                cache.Free((void*)p);   // into this thread's sheaf
+            ids[t] = Sheaves.ThreadSlot.Id;
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.All(ids, id => Assert.NotEqual(0, id));
+
+        // A normal pass (not a trim, and the cache was just used, so not idle) reaps them.
+        Assert.True(Reclaim.RunPass());
+        foreach (int id in ids)
+            Assert.Equal(0, cache.Core.ObjectsInSheafOf(id));
+        var stats = Reclaim.GetStatistics();
+        Assert.True(stats.ExitedThreadsReaped - reaped >= Threads, $"{stats.ExitedThreadsReaped - reaped} of {Threads} exited threads reaped");
+        Assert.True(stats.ExitedThreadObjects - objects >= Threads * PerThread, $"{stats.ExitedThreadObjects - objects} objects taken back");
+        Assert.Equal(0, cache.GetStatistics().ActiveObjects);
+
+        // Their ids are free again: a new thread gets one of them (lowest free first is not
+        // promised, so any id at most the highest handed out), with an empty sheaf.
+        int reused = 0;
+        var next = new Thread(() =>
+        {
+            void* p = cache.Alloc();
+            cache.Free(p);
+            reused = Sheaves.ThreadSlot.Id;
+        });
+        next.Start();
+        next.Join();
+        Assert.InRange(reused, 1, Sheaves.ThreadSlot.MaxId);
+        Assert.True(Reclaim.RunPass());
+        Assert.Equal(0, cache.Core.ObjectsInSheafOf(reused));
+    }
 }

@@ -165,6 +165,40 @@ internal sealed unsafe partial class SlabCacheCore
         return new ReclaimOutcome(more, freedSlabs, failure, Busy: false);
     }
 
+    /// <summary>
+    /// The reclaim thread: the objects in the sheaves of exited threads (<paramref name="deadIds"/>)
+    /// go back to their slabs, through the same handshake as any drain (the owners are
+    /// dead, but the handshake's process-wide barrier is also what makes their last writes
+    /// to the sheaf visible here on every architecture), and the slabs that empties are
+    /// freed. False when another drainer holds sheaf_drain: the ids must not be recycled
+    /// yet. The barn is left alone: its sheaves are the live threads'. An id whose owner
+    /// died inside its sheaf (still busy) is removed from <paramref name="deadIds"/>.
+    /// </summary>
+    internal bool DrainExitedThreads(HashSet<int> deadIds, out long drained, out Exception? failure)
+    {
+        drained = 0;
+        failure = null;
+        if (!_drainLock.TryEnter())
+            return false;
+        try
+        {
+            if (_disposed)
+                return true;   // Dispose retired every sheaf; recycling the id frees them
+            SlabHeader* release = null;
+            drained = DrainSheaves(ref release, only: deadIds);
+            failure = FreeSlabs(release, SlabFreedBy.Reclaim, out _);
+        }
+        finally
+        {
+            _drainLock.Exit();
+        }
+        FlushReports();
+        return true;
+    }
+
+    /// <summary>Tests: the objects parked in thread id <paramref name="threadId"/>'s sheaf of this cache.</summary>
+    internal int ObjectsInSheafOf(int threadId) => _sheafTable.CountAt(threadId);
+
     internal long Activity => Volatile.Read(ref _activity);
 
     /// <summary>The watchdog found one of this cache's destructor calls past the budget.</summary>

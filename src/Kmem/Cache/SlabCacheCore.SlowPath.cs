@@ -203,18 +203,36 @@ internal sealed unsafe partial class SlabCacheCore
     /// (Dispose) the sheaves are left dead and retired instead of handed back. Caller
     /// holds sheaf_drain, and frees what lands on <paramref name="release"/>.
     /// </summary>
-    private void DrainSheaves(ref SlabHeader* release, bool kill = false)
+    /// <param name="release">Slabs the drain empties, for the caller to free.</param>
+    /// <param name="kill">Dispose: leave the sheaves dead and retire them.</param>
+    /// <param name="only">Exited threads' ids: drain only their sheaves, and leave the barn (the live threads' full sheaves) alone. An id whose sheaf is still busy is removed from it.</param>
+    /// <returns>Objects taken from the sheaves (not counting the barn's).</returns>
+    private long DrainSheaves(ref SlabHeader* release, bool kill = false, HashSet<int>? only = null)
     {
+        long drained = 0;
         System.Diagnostics.Debug.Assert(_drainLock.IsHeldByCurrentThread, "sheaf_drain not held");
-        List<(int Id, nint Sheaf)> asked = _sheafTable.BeginDrain(kill);
-        foreach ((_, nint sheaf) in asked)
+        List<(int Id, nint Sheaf)> asked = _sheafTable.BeginDrain(kill, only);
+        foreach ((int id, nint sheaf) in asked)
         {
             var s = (Sheaf*)sheaf;
+            if (only != null && Volatile.Read(ref s->Busy) != 0)
+            {
+                // Busy after D2 with an exited owner: either it died inside its sheaf
+                // without unwinding (a native thread exit from a callback), and waiting
+                // would never end, or the finalizer recycled the id since DeadIds and a new,
+                // live owner is inside. Either way nothing is taken: the request is
+                // withdrawn (State back to Open, Count untouched, as if never asked), so a
+                // live owner goes on, and the id is not recycled by this pass.
+                Volatile.Write(ref s->State, Sheaf.StateOpen);
+                only.Remove(id);
+                continue;
+            }
             SheafTable.WaitIdle(s);
             if (s->Count > 0)
             {
                 using (_listLock.Scope())
                     ReturnToSlabs(Sheaf.Objects(s), s->Count, ref release);
+                drained += s->Count;
                 s->Count = 0;
             }
             if (!kill)
@@ -222,6 +240,8 @@ internal sealed unsafe partial class SlabCacheCore
         }
         if (kill)
             _sheafTable.Kill(asked);
+        if (only != null)
+            return drained;
         using (_barn.Lock.Scope())
         {
             void** parked = _barn.Parked(out int count);
@@ -229,5 +249,6 @@ internal sealed unsafe partial class SlabCacheCore
                 ReturnToSlabs(parked, count, ref release);
             _barn.Clear();
         }
+        return drained;
     }
 }

@@ -52,6 +52,8 @@ public static class Reclaim
 
     private static long s_pressurePasses;
     private static long s_idleTrims;
+    private static long s_exitedThreadsReaped;
+    private static long s_exitedThreadObjects;
     private static long s_slabsFreed;
     private static long s_shrinkerScans;
     private static long s_shrinkerFreed;
@@ -120,7 +122,9 @@ public static class Reclaim
         CallbackStalls: Diagnostics.Watchdog.Stalls,
         StalledWorkers: Volatile.Read(ref s_stalledWorkers),
         CachesSkippedBusy: Interlocked.Read(ref s_cachesSkippedBusy),
-        ShrinkersSkippedBusy: Interlocked.Read(ref s_shrinkersSkippedBusy));
+        ShrinkersSkippedBusy: Interlocked.Read(ref s_shrinkersSkippedBusy),
+        ExitedThreadsReaped: Interlocked.Read(ref s_exitedThreadsReaped),
+        ExitedThreadObjects: Interlocked.Read(ref s_exitedThreadObjects));
 
     /// <summary>Adds a shrinker; dispose the result to remove it.</summary>
     public static IDisposable RegisterShrinker(IShrinker shrinker)
@@ -310,7 +314,11 @@ public static class Reclaim
         DeferredFrees.Drain();
         if (PageLayer.PageReserve.NeedsRefill)
             PageLayer.PageReserve.Refill();
+        // Before the snapshot: a cache an exited thread used was created before it exited.
+        List<(int Id, int Generation)> exited = Sheaves.ThreadSlot.DeadIds();
         List<SlabCacheCore> caches = SlabCacheRegistry.Snapshot();
+        if (exited.Count > 0 && !ReapExitedThreads(exited, caches))
+            return false;   // replaced while in a cache: the new worker runs the passes
         long budget = DestructorBudget;
         long now = Stopwatch.GetTimestamp();
         bool more = false;
@@ -386,6 +394,55 @@ public static class Reclaim
         else
             Pages.PurgeExpired();
         return more;
+    }
+
+    /// <summary>
+    /// Threads that leave nothing behind: the sheaves of exited threads are drained in
+    /// every cache, and only when every cache has been drained (none had its sheaf_drain
+    /// held) are their ids recycled, so the next thread to get an id starts with empty
+    /// sheaves. A busy cache defers the ids to the next pass. False when this worker was
+    /// replaced meanwhile.
+    /// </summary>
+    private static bool ReapExitedThreads(List<(int Id, int Generation)> exited, List<SlabCacheCore> caches)
+    {
+        var ids = new HashSet<int>(exited.Count);
+        foreach (var (id, _) in exited)
+            ids.Add(id);
+        bool everyCache = true;
+        foreach (SlabCacheCore cache in caches)
+        {
+            try
+            {
+                if (!cache.DrainExitedThreads(ids, out long drained, out Exception? failure))
+                {
+                    Interlocked.Increment(ref s_cachesSkippedBusy);
+                    everyCache = false;
+                }
+                Interlocked.Add(ref s_exitedThreadObjects, drained);
+                if (failure != null)
+                    RecordFailure(failure);
+            }
+            catch (Exception e)
+            {
+                RecordFailure(e);
+                everyCache = false;
+            }
+            if (!IsRunningWorker)
+                return false;
+        }
+        if (everyCache)
+        {
+            foreach (var (id, generation) in exited)
+            {
+                // Found busy: died inside its sheaf, so out of circulation for good (a no-op
+                // if the finalizer recycled the id meanwhile and a live owner was inside).
+                if (!ids.Contains(id))
+                    Sheaves.ThreadSlot.Quarantine(id, generation);
+                else if (Sheaves.ThreadSlot.Recycle(id, generation))
+                    Interlocked.Increment(ref s_exitedThreadsReaped);
+            }
+        }
+        return true;
     }
 
     private static void RunShrinkers()

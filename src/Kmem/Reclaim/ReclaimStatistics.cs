@@ -15,6 +15,8 @@ namespace Kmem;
 /// <param name="StalledWorkers">Reclaim workers replaced while stuck in a callback that has not returned yet (now).</param>
 /// <param name="CachesSkippedBusy">Times a pass skipped a cache because its sheaf_drain was held (a Shrink, a Dispose, or a stuck worker).</param>
 /// <param name="ShrinkersSkippedBusy">Times a pass skipped a shrinker that a stuck worker was still running.</param>
+/// <param name="ExitedThreadsReaped">Exited threads whose sheaves a pass drained in every cache before their id was recycled.</param>
+/// <param name="ExitedThreadObjects">Free objects those drains took from exited threads' sheaves back to their slabs.</param>
 public readonly record struct ReclaimStatistics(
     long Passes,
     long PressurePasses,
@@ -29,4 +31,6 @@ public readonly record struct ReclaimStatistics(
     long CallbackStalls = 0,
     int StalledWorkers = 0,
     long CachesSkippedBusy = 0,
-    long ShrinkersSkippedBusy = 0);
+    long ShrinkersSkippedBusy = 0,
+    long ExitedThreadsReaped = 0,
+    long ExitedThreadObjects = 0);

@@ -98,6 +98,13 @@ internal sealed unsafe class SheafTable
         return cached;
     }
 
+    /// <summary>Tests: the objects in the sheaf of thread id <paramref name="id"/> now (0 if it has none).</summary>
+    public int CountAt(int id)
+    {
+        using (_lock.Scope())
+            return id < _sheaves.Length && _sheaves[id] != null ? Volatile.Read(ref _sheaves[id]->Count) : 0;
+    }
+
     /// <summary>
     /// D1 and D2: asks every sheaf existing now to stop and runs the process-wide barrier.
     /// Returns the sheaves asked, with their slot ids; the caller goes through each with
@@ -107,8 +114,11 @@ internal sealed unsafe class SheafTable
     /// <paramref name="kill"/> (Dispose) no sheaf is created after it, and the sheaves are
     /// marked dead instead of draining. Caller holds sheaf_drain.
     /// </summary>
-    public List<(int Id, nint Sheaf)> BeginDrain(bool kill)
+    /// <param name="kill">Dispose: mark the sheaves dead and the table with them.</param>
+    /// <param name="only">When given, only the sheaves of these ids (exited threads' ones, for the reclaim thread).</param>
+    public List<(int Id, nint Sheaf)> BeginDrain(bool kill, HashSet<int>? only = null)
     {
+        Debug.Assert(!(kill && only != null), "Dispose drains every sheaf");
         var asked = new List<(int, nint)>();
         int state = kill ? Sheaf.StateDead : Sheaf.StateDraining;
         using (_lock.Scope())
@@ -119,7 +129,7 @@ internal sealed unsafe class SheafTable
             for (int id = 1; id < table.Length; id++)
             {
                 Sheaf* s = table[id];
-                if (s == null)
+                if (s == null || (only != null && !only.Contains(id)))
                     continue;
                 Volatile.Write(ref s->State, state);   // D1
                 asked.Add((id, (nint)s));
