@@ -24,7 +24,7 @@ internal sealed class DemoSettings : CommandSettings
     public string? JsonPath { get; init; }
 
     [CommandOption("-o|--out <DIR>")]
-    [Description("Folder for results.json, the SVG charts and summary.md; default kmem-demo-results/<time>/.")]
+    [Description("Folder for results.json, the charts (SVG and PNG) and summary.md; default kmem-demo-results/<time>/.")]
     public string? OutFolder { get; init; }
 
     public override ValidationResult Validate() =>
@@ -47,8 +47,9 @@ internal sealed class DemoCommand(IAnsiConsole console) : KmemCommand<DemoSettin
         bool quick = settings.Quick;
         TimeSpan duration = TimeSpan.FromSeconds(settings.Seconds ?? (quick ? 0.6 : 2.0));
         TimeSpan warmup = TimeSpan.FromSeconds(quick ? 0.15 : 0.3);
+        DemoEnvironment env = DemoEnvironment.Current();
         string machine = string.Create(CultureInfo.InvariantCulture,
-            $"{Environment.ProcessorCount} cores ({CpuTopology.PossibleCpus} possible CPUs), {RuntimeInformation.OSDescription}, .NET {Environment.Version}; "
+            $"{env.Machine.Cores} cores ({env.Machine.PossibleCpus} possible CPUs), {env.Machine.Cpu}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}, commit {env.ShortCommit}; "
             + $"{duration.TotalSeconds:0.0##} s per run after {warmup.TotalSeconds:F2} s warm-up");
         console.MarkupLine($"[bold]kmem demo[/]{(quick ? " --quick" : "")}: reviving the slab destructor (seed 002), measured");
         console.MarkupLine($"[grey]{Markup.Escape(machine)}[/]");
@@ -72,7 +73,7 @@ internal sealed class DemoCommand(IAnsiConsole console) : KmemCommand<DemoSettin
             + "on 2 cores, so the mutex's share of a lifetime, and so the gain, is larger; see docs/benchmarks.md.[/]");
 
         string folder = settings.OutFolder ?? Path.Combine("kmem-demo-results", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
-        List<string> files = DemoOutput.WriteFolder(folder, results, targets, machine);
+        List<string> files = DemoOutput.WriteFolder(folder, results, targets, machine, env);
         if (settings.JsonPath is string jsonPath)
         {
             DemoOutput.WriteJson(jsonPath, results);

@@ -5,7 +5,7 @@ using Kmem.Workloads;
 
 namespace Kmem.Cli;
 
-/// <summary>The files `kmem demo` writes: one JSON record per run, a chart per workload, a Markdown summary.</summary>
+/// <summary>The files `kmem demo` writes: one JSON record per run, two charts per workload, a Markdown summary.</summary>
 internal static class DemoOutput
 {
     private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
@@ -44,27 +44,15 @@ internal static class DemoOutput
         File.WriteAllText(path, JsonSerializer.Serialize(Records(results), s_json));
     }
 
-    /// <summary>Writes results.json, one SVG chart per workload and summary.md into <paramref name="folder"/>; returns the files.</summary>
-    public static List<string> WriteFolder(string folder, IReadOnlyList<SeedRunResult> results, IReadOnlyList<DemoReport.Target> targets, string machine)
+    /// <summary>Writes results.json, the charts (SVG and PNG) and summary.md into <paramref name="folder"/>; returns the files.</summary>
+    public static List<string> WriteFolder(string folder, IReadOnlyList<SeedRunResult> results, IReadOnlyList<DemoReport.Target> targets, string machine, DemoEnvironment env)
     {
         Directory.CreateDirectory(folder);
         var files = new List<string>();
         string json = Path.Combine(folder, "results.json");
         WriteJson(json, results);
         files.Add(json);
-        foreach (string w in SeedWorkload.Workloads)
-        {
-            var chart = new SvgLineChart($"{w}-like object lifetimes per second", "threads", "lifetimes / s")
-                .Categories([.. SeedExperiment.ThreadCounts.Select(t => t.ToString(CultureInfo.InvariantCulture))]);
-            foreach (string mode in SeedWorkload.Modes)
-            {
-                chart.Series(mode, [.. SeedExperiment.ThreadCounts.Select(t =>
-                    results.First(r => r.Workload == w && r.Mode == mode && r.Threads == t).OpsPerSecond)]);
-            }
-            string svg = Path.Combine(folder, $"throughput-{w}.svg");
-            File.WriteAllText(svg, chart.Render());
-            files.Add(svg);
-        }
+        files.AddRange(DemoCharts.Write(folder, Records(results), env));
         string md = Path.Combine(folder, "summary.md");
         File.WriteAllText(md, Markdown(results, targets, machine));
         files.Add(md);
@@ -85,7 +73,8 @@ internal static class DemoOutput
                 md.AppendLine(CultureInfo.InvariantCulture,
                     $"| {r.Threads} | {r.Mode} | {DemoReport.Rate(r.OpsPerSecond)} | {(r.GainOverBaseline is double g ? DemoReport.Percent(g) : "")} | {(r.NoPercpuOverThis is double f ? f.ToString("F2", CultureInfo.InvariantCulture) + "x" : "")} | {DemoReport.PerLifetime(r.AllocMutexAcquisitionsPerLifetime)} | {r.AllocMutexContended} | {(w == "mm" ? DemoReport.PerLifetime(r.CountersLockAcquisitionsPerLifetime) : "-")} |");
             }
-            md.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"![{w}](throughput-{w}.svg)").AppendLine();
+            md.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"![{w}: lifetimes per second](throughput-{w}.svg)").AppendLine();
+            md.AppendLine(CultureInfo.InvariantCulture, $"![{w}: pcpu_alloc_mutex per lifetime](mutex-{w}.svg)").AppendLine();
             md.AppendLine("```").Append(DemoReport.LockTable(results, w)).AppendLine("```").AppendLine();
         }
         md.AppendLine("## Targets").AppendLine().AppendLine("| figure | target | measured | |").AppendLine("|---|---|---|---|");
