@@ -20,7 +20,7 @@ internal sealed record DemoEnvironment(DemoEnvironment.MachineInfo Machine, Demo
     /// <param name="PossibleCpus">CPUs the kernel could bring online (the per-CPU areas' size).</param>
     /// <param name="Cpu">The CPU model from /proc/cpuinfo, or the architecture where there is none.</param>
     /// <param name="Os">The distribution's name (/etc/os-release) or the runtime's description of the OS.</param>
-    /// <param name="Kernel">The kernel or OS version string (<see cref="RuntimeInformation.OSDescription"/>).</param>
+    /// <param name="Kernel">The kernel release (/proc/sys/kernel/osrelease), or the OS version where there is none.</param>
     /// <param name="Architecture">The process architecture, as .NET names it.</param>
     /// <param name="MemoryBytes">Physical memory (/proc/meminfo MemTotal), or what the GC may use where that is missing.</param>
     public sealed record MachineInfo(int Cores, int PossibleCpus, string Cpu, string Os, string Kernel, string Architecture, long MemoryBytes);
@@ -56,7 +56,7 @@ internal sealed record DemoEnvironment(DemoEnvironment.MachineInfo Machine, Demo
         CpuTopology.PossibleCpus,
         CpuModel() ?? RuntimeInformation.ProcessArchitecture.ToString(),
         OsName() ?? RuntimeInformation.OSDescription,
-        RuntimeInformation.OSDescription,
+        KernelRelease() ?? Environment.OSVersion.VersionString,
         RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant(),
         MemTotal() ?? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
 
@@ -135,6 +135,8 @@ internal sealed record DemoEnvironment(DemoEnvironment.MachineInfo Machine, Demo
         }
         return null;
     }
+
+    private static string? KernelRelease() => ReadLines("/proc/sys/kernel/osrelease").FirstOrDefault(l => l.Length > 0)?.Trim();
 
     private static long? MemTotal()
     {

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using Kmem.Workloads;
 
@@ -8,7 +9,14 @@ namespace Kmem.Cli;
 /// <summary>The files `kmem demo` writes: results.json (the records of the runs in an envelope), two charts per workload, a Markdown summary.</summary>
 internal static class DemoOutput
 {
-    private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+    // Relaxed escaping: the file is read as JSON, never pasted into HTML, and the default
+    // encoder would write the informational version's '+' as \u002B.
+    private static readonly JsonSerializerOptions s_json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
 
     /// <summary>The record of one run, as `--json` and results.json hold it.</summary>
     public sealed record RunRecord(

@@ -31,6 +31,7 @@ public sealed class DemoResultsTests : IDisposable
         Assert.Equal("workstation", root.GetProperty("runtime").GetProperty("gcMode").GetString());
         Assert.Equal("10.0.0", root.GetProperty("runtime").GetProperty("version").GetString());
         Assert.Equal("0123456789abcdef0123456789abcdef01234567", root.GetProperty("commit").GetString());
+        Assert.Contains("\"kmemVersion\": \"1.0.0+0123456789abcdef", File.ReadAllText(path));
         // ISO 8601 in UTC, with the Z.
         Assert.Equal("2026-12-04T05:06:07.89Z", root.GetProperty("startedAt").GetString());
         Assert.Equal(31.416, root.GetProperty("durationSeconds").GetDouble());
