@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -20,11 +21,11 @@ internal sealed class DemoSettings : CommandSettings
     public double? Seconds { get; init; }
 
     [CommandOption("--json <FILE>")]
-    [Description("Also write the run records to FILE (the folder always gets results.json).")]
+    [Description("Also write results.json (the run records, with the machine, runtime, commit and parameters) to FILE; the folder always gets it.")]
     public string? JsonPath { get; init; }
 
     [CommandOption("-o|--out <DIR>")]
-    [Description("Folder for results.json, the SVG charts and summary.md; default kmem-demo-results/<time>/.")]
+    [Description("Folder for results.json, the charts (SVG and PNG) and summary.md; default kmem-demo-results/<time>/.")]
     public string? OutFolder { get; init; }
 
     public override ValidationResult Validate() =>
@@ -47,8 +48,10 @@ internal sealed class DemoCommand(IAnsiConsole console) : KmemCommand<DemoSettin
         bool quick = settings.Quick;
         TimeSpan duration = TimeSpan.FromSeconds(settings.Seconds ?? (quick ? 0.6 : 2.0));
         TimeSpan warmup = TimeSpan.FromSeconds(quick ? 0.15 : 0.3);
+        DemoEnvironment env = DemoEnvironment.Current();
+        var started = Stopwatch.StartNew();
         string machine = string.Create(CultureInfo.InvariantCulture,
-            $"{Environment.ProcessorCount} cores ({CpuTopology.PossibleCpus} possible CPUs), {RuntimeInformation.OSDescription}, .NET {Environment.Version}; "
+            $"{env.Machine.Cores} cores ({env.Machine.PossibleCpus} possible CPUs), {env.Machine.Cpu}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}, commit {env.ShortCommit}; "
             + $"{duration.TotalSeconds:0.0##} s per run after {warmup.TotalSeconds:F2} s warm-up");
         console.MarkupLine($"[bold]kmem demo[/]{(quick ? " --quick" : "")}: reviving the slab destructor (seed 002), measured");
         console.MarkupLine($"[grey]{Markup.Escape(machine)}[/]");
@@ -59,6 +62,7 @@ internal sealed class DemoCommand(IAnsiConsole console) : KmemCommand<DemoSettin
         StepProgress.Run(console, SeedExperiment.Runs, steps =>
             results = SeedExperiment.Run(duration, warmup,
                 (w, mode, t) => steps.Step($"{w}-like, {mode}, {t} thread{(t == 1 ? "" : "s")}")));
+        TimeSpan elapsed = started.Elapsed;
 
         foreach (string w in SeedWorkload.Workloads)
         {
@@ -71,11 +75,14 @@ internal sealed class DemoCommand(IAnsiConsole console) : KmemCommand<DemoSettin
             + "-26% system time for tc filters. Here a lifetime is the object's own work alone (no page tables, no fork), "
             + "on 2 cores, so the mutex's share of a lifetime, and so the gain, is larger; see docs/benchmarks.md.[/]");
 
+        DemoOutput.Results envelope = DemoOutput.Envelope(DemoOutput.Records(results), env,
+            new DemoOutput.Parameters(quick, duration.TotalSeconds, warmup.TotalSeconds, SeedExperiment.ThreadCounts, SeedWorkload.Workloads, SeedWorkload.Modes),
+            elapsed);
         string folder = settings.OutFolder ?? Path.Combine("kmem-demo-results", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
-        List<string> files = DemoOutput.WriteFolder(folder, results, targets, machine);
+        List<string> files = DemoOutput.WriteFolder(folder, envelope, results, targets, machine);
         if (settings.JsonPath is string jsonPath)
         {
-            DemoOutput.WriteJson(jsonPath, results);
+            DemoOutput.WriteJson(jsonPath, envelope);
             files.Add(jsonPath);
         }
         console.MarkupLine($"results written: {Markup.Escape(string.Join(", ", files))}");
