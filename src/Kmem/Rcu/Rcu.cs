@@ -296,5 +296,7 @@ public readonly ref struct RcuReadSection
 {
     /// <summary>Ends the section (<see cref="Rcu.ReadUnlock"/>), on the thread that began it; sections nest.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1822:Mark members as static",
+        Justification = "using (Rcu.Read()) needs an instance Dispose; the section's state is the thread's, so the struct is empty.")]
     public void Dispose() => Rcu.ReadUnlock();
 }
