@@ -9,7 +9,18 @@ public abstract unsafe class Allocator : IDisposable
     public abstract string Name { get; }
     public abstract void* Alloc();
     public abstract void Free(void* p);
-    public virtual void Dispose() => GC.SuppressFinalize(this);
+
+    /// <summary>Releases what the allocator holds (the dispose pattern: subclasses override <see cref="Dispose(bool)"/>).</summary>
+    public void Dispose()
+    {
+        Dispose(disposing: true);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Releases the allocator's resources; <paramref name="disposing"/> is false only from a finalizer (none has one).</summary>
+    protected virtual void Dispose(bool disposing)
+    {
+    }
 
     /// <summary>The allocators the workloads compare, each for objects of <paramref name="size"/> bytes.</summary>
     public static IReadOnlyList<Func<Allocator>> All(int size) =>
@@ -27,10 +38,11 @@ public sealed unsafe class SlabCacheAllocator(int size) : Allocator
     public override string Name => "SlabCache";
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public override void* Alloc() => _cache.Alloc();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public override void Free(void* p) => _cache.Free(p);
-    public override void Dispose()
+    protected override void Dispose(bool disposing)
     {
-        _cache.Dispose();
-        base.Dispose();
+        if (disposing)
+            _cache.Dispose();
+        base.Dispose(disposing);
     }
 }
 

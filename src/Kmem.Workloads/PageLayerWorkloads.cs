@@ -153,7 +153,7 @@ public static unsafe class PageLayerWorkloads
         {
             var p = (byte*)ops.Alloc(size);
             if (p == null)
-                throw new OutOfMemoryException($"allocation {i} of {count} ({size} B) failed");
+                throw new InsufficientMemoryException($"allocation {i} of {count} ({size} B) failed");
             *p = 1;
             blocks[i] = (nint)p;
         }

@@ -19,7 +19,7 @@ public class StepProgressTests
     [Fact]
     public void Away_from_a_terminal_a_bar_over_known_steps_is_a_numbered_line_per_step()
     {
-        var console = new TestConsole();
+        using var console = new TestConsole();
         Assert.False(StepProgress.IsLive(console));
         StepProgress.Run(console, 3, ThreeSteps);
         Assert.Equal(["[1/3] first [1]", "[2/3] second", "[3/3] third"], console.Lines);
@@ -28,7 +28,7 @@ public class StepProgressTests
     [Fact]
     public void Away_from_a_terminal_a_row_per_step_is_a_plain_line_per_step()
     {
-        var console = new TestConsole();
+        using var console = new TestConsole();
         StepProgress.Run(console, 0, ThreeSteps);
         Assert.Equal(["first [1]", "second", "third"], console.Lines);
     }
@@ -38,7 +38,8 @@ public class StepProgressTests
     [InlineData(0)]
     public void On_a_terminal_the_steps_are_drawn_live_and_not_printed_as_lines(int total)
     {
-        var console = new TestConsole().Interactive().SupportsAnsi(true);
+        using var console = new TestConsole();
+        console.Interactive().SupportsAnsi(true);
         Assert.True(StepProgress.IsLive(console));
         StepProgress.Run(console, total, ThreeSteps);
         Assert.DoesNotContain(console.Lines, l => l is "[1/3] first [1]" or "first [1]");

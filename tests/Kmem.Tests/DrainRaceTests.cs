@@ -34,7 +34,7 @@ public unsafe class DrainRaceTests
         var owners = new ConcurrentDictionary<nint, long>();
         var errors = new ConcurrentQueue<string>();
         var inboxes = Enumerable.Range(0, Workers).Select(_ => new ConcurrentQueue<Held>()).ToArray();
-        var stop = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(3));
         long shrinks = 0, allocations = 0;
 
         // Each worker lives as a chain of short-lived threads (a life of a few thousand

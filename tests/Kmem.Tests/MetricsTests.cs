@@ -381,6 +381,8 @@ public unsafe class MetricsGlobalTests
         using var entered = new ManualResetEventSlim(false);
         using var release = new ManualResetEventSlim(false);
         string name = $"metrics-stuck-{Guid.NewGuid():N}";
+        // Disposed by the disposer thread below, which is what the test is about.
+#pragma warning disable CA2000
         var cache = SlabCache.Create(name, 64, new SlabCacheOptions
         {
             Flags = SlabFlags.NoMerge,
@@ -390,6 +392,7 @@ public unsafe class MetricsGlobalTests
                 release.Wait();
             },
         });
+#pragma warning restore CA2000
         cache.Free(cache.Alloc());
         // Dispose holds slab_mutex and the cache's sheaf_drain while its destructor runs.
         var disposer = new Thread(cache.Dispose) { IsBackground = true };

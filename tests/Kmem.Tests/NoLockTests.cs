@@ -217,8 +217,8 @@ public unsafe class NoLockTests(ITestOutputHelper output)
         NoLockStatistics start = Kmalloc.GetNoLockStatistics();
         var counts = new FuzzCounts();
         using var stop = new CancellationTokenSource();
-        var hookHeld = new ThreadLocal<List<(nint P, nuint Size)>>(() => [], trackAllValues: true);
-        var hookRng = new ThreadLocal<Random>(() => new Random(Environment.CurrentManagedThreadId));
+        using var hookHeld = new ThreadLocal<List<(nint P, nuint Size)>>(() => [], trackAllValues: true);
+        using var hookRng = new ThreadLocal<Random>(() => new Random(Environment.CurrentManagedThreadId));
 
         LockHook.Callback = (lockClass, point) =>
         {

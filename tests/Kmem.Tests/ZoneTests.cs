@@ -389,7 +389,7 @@ public unsafe class KmallocEverySizeTests
     public void Large_and_small_blocks_freed_on_other_threads_come_back_whole()
     {
         const int Producers = 2, PerProducer = 3000;
-        var queue = new System.Collections.Concurrent.BlockingCollection<(nint P, nuint Size, byte Seed)>(1024);
+        using var queue = new System.Collections.Concurrent.BlockingCollection<(nint P, nuint Size, byte Seed)>(1024);
         long inUse = Kmalloc.LargeBytes;
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
         var producers = Enumerable.Range(0, Producers).Select(t => new Thread(() =>
@@ -523,7 +523,7 @@ public unsafe class PurgeConcurrencyTests
     [Fact]
     public void Blocks_allocated_and_freed_beside_a_purging_thread_keep_their_contents_and_the_accounting_holds()
     {
-        var stop = new ManualResetEventSlim(false);
+        using var stop = new ManualResetEventSlim(false);
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
         long rounds = 0, purges = 0;
         var workers = Enumerable.Range(0, 2).Select(t => new Thread(() =>

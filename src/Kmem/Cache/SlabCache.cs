@@ -10,16 +10,24 @@ namespace Kmem;
 /// <summary>
 /// An object cache (kmem_cache): equal-sized objects carved from slabs, handed out
 /// through a per-thread sheaf with no lock and no shared atomic on the common path.
+/// <see cref="SlabCache{T}"/> is its typed form.
 /// </summary>
 /// <remarks>
-/// This is a handle: its name, its Dispose, and a reference to the cache proper
-/// (<c>SlabCacheCore</c>, whose file states the lock order and the slab states). Caches
-/// that merge (see <see cref="MergedInto"/>) are several handles on one core. The handle
-/// runs the sheaf fast paths itself over its own copy of the sheaf table (published by
-/// the core's <c>SheafTable</c>), so a call costs no hop to the core; everything else
-/// goes to <see cref="_core"/>, which Dispose sets to null (and empties the table), so
-/// use after Dispose is reported whichever handle it comes through.
+/// <para>Objects are raw unmanaged memory (<c>void*</c>) of at least <see cref="ObjectSize"/>
+/// bytes aligned to <see cref="Align"/>; the garbage collector neither moves nor scans them,
+/// so they may hold no managed references. Contents are not initialised: a new object holds
+/// what its constructor (<see cref="SlabCacheOptions.Constructor"/>) or its last user left.</para>
+/// <para>Every member is safe to call from any thread, and an object may be freed by another
+/// thread than the one that allocated it. Each pointer given to <see cref="Free"/> is checked
+/// (see <see cref="SlabUsageException"/>). Pointers need an <c>unsafe</c> context: set
+/// <c>&lt;AllowUnsafeBlocks&gt;true&lt;/AllowUnsafeBlocks&gt;</c> in the project.</para>
 /// </remarks>
+// This is a handle: its name, its Dispose, and a reference to the cache proper
+// (SlabCacheCore, whose file states the lock order and the slab states). Caches that merge
+// (see MergedInto) are several handles on one core. The handle runs the sheaf fast paths
+// itself over its own copy of the sheaf table (published by the core's SheafTable), so a
+// call costs no hop to the core; everything else goes to _core, which Dispose sets to null
+// (and empties the table), so use after Dispose is reported whichever handle it comes through.
 public sealed unsafe class SlabCache : IDisposable
 {
     // ---- Fast path: fixed at creation, but the table (published under sheaf_table) ----
@@ -63,7 +71,14 @@ public sealed unsafe class SlabCache : IDisposable
             core.AddSheafReader(_sheafReader);
     }
 
-    /// <summary>Creates a cache of objects of <paramref name="objectSize"/> bytes (1 B to 128 KiB).</summary>
+    /// <summary>Creates a cache of objects of <paramref name="objectSize"/> bytes (1 B to <see cref="MaxObjectSize"/>, 256 KiB).</summary>
+    /// <param name="name">
+    /// The cache's name, shown in <see cref="SlabInfo"/>, errors, reports and metrics
+    /// (<c>kmem.cache.name</c>); names need not be unique, but distinct ones tell caches apart.
+    /// </param>
+    /// <param name="objectSize">Bytes per object (<c>sizeof</c> of the struct it holds).</param>
+    /// <param name="options">Alignment, flags, constructor and destructor; null for the defaults.</param>
+    /// <returns>The cache; dispose it when done (<see cref="Dispose"/>).</returns>
     /// <remarks>
     /// A cache without constructor, destructor or debug flags may be merged with a
     /// compatible existing one (see <see cref="MergedInto"/>), as SLUB does, unless
@@ -181,8 +196,10 @@ public sealed unsafe class SlabCache : IDisposable
 
     /// <summary>
     /// Fills <paramref name="objects"/> with new objects; returns how many it allocated
-    /// (fewer than asked only when memory ran out).
+    /// (fewer than asked only when memory ran out or the constructor failed: the first that
+    /// many elements are set, and those objects are yours to free).
     /// </summary>
+    /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
     public int AllocBulk(Span<nint> objects)
     {
         SlabCacheCore core = Live();
@@ -195,7 +212,12 @@ public sealed unsafe class SlabCache : IDisposable
         return objects.Length;
     }
 
-    /// <summary>Frees every object of <paramref name="objects"/>; each is checked as by <see cref="Free"/>.</summary>
+    /// <summary>Frees every object of <paramref name="objects"/>, in order; each is checked as by <see cref="Free"/>.</summary>
+    /// <exception cref="SlabUsageException">
+    /// An element is not a live object of this cache (see <see cref="Free"/>); the elements
+    /// before it were freed, it and those after it were not.
+    /// </exception>
+    /// <exception cref="ObjectDisposedException">The cache is disposed.</exception>
     public void FreeBulk(ReadOnlySpan<nint> objects)
     {
         SlabCacheCore core = Live();

@@ -82,6 +82,9 @@ namespace Kmem;
 /// sheaves and the barn count as allocated by their slab; Shrink and Dispose drain
 /// them back, from idle and exited threads too.
 /// </remarks>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable",
+    Justification = "A core's life is its handles': the barn is freed by Release when the last SlabCache handle is disposed with no "
+        + "live object. A cache that leaked objects keeps it on purpose, so a later free of a leaked object still finds its cache.")]
 internal sealed unsafe partial class SlabCacheCore
 {
     // ---- Fixed at creation (read anywhere, no lock) ----

@@ -13,6 +13,7 @@ public sealed record SlabCacheOptions
     /// <summary>Object alignment in bytes: 0 for the default (8), else a power of two up to 4096.</summary>
     public int Align { get; init; }
 
+    /// <summary>The cache's flags (<see cref="SlabFlags"/>); <see cref="SlabFlags.None"/> by default.</summary>
     public SlabFlags Flags { get; init; }
 
     /// <summary>Runs on every object of a new slab; may fail.</summary>

@@ -4,6 +4,7 @@ namespace Kmem;
 [Flags]
 public enum SlabFlags
 {
+    /// <summary>No flag: a plain cache, mergeable with a compatible one.</summary>
     None = 0,
     /// <summary>Align objects to a cache line (halved while the object fits in half, as SLUB does).</summary>
     HwCacheAlign = 1 << 0,
@@ -22,11 +23,11 @@ public enum SlabFlags
     /// per object for the group id, kept outside the object.
     /// </summary>
     Account = 1 << 2,
-    /// <summary>Red zones around objects. Not implemented yet.</summary>
+    /// <summary>Red zones around objects. Not implemented yet: <see cref="SlabCache.Create"/> throws <see cref="NotSupportedException"/>.</summary>
     RedZone = 1 << 3,
-    /// <summary>Poison free objects. Not implemented yet.</summary>
+    /// <summary>Poison free objects. Not implemented yet: <see cref="SlabCache.Create"/> throws <see cref="NotSupportedException"/>.</summary>
     Poison = 1 << 4,
-    /// <summary>Record the allocating and freeing caller. Not implemented yet.</summary>
+    /// <summary>Record the allocating and freeing caller. Not implemented yet: <see cref="SlabCache.Create"/> throws <see cref="NotSupportedException"/>.</summary>
     StoreUser = 1 << 5,
     /// <summary>
     /// Check every free against an allocation bitmap: double frees and free-list

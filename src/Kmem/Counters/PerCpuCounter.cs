@@ -136,8 +136,10 @@ public unsafe struct PerCpuCounter
         }
     }
 
+    /// <summary>Adds 1 (<see cref="Add"/>).</summary>
     public void Increment() => Add(1);
 
+    /// <summary>Subtracts 1 (<see cref="Add"/>).</summary>
     public void Decrement() => Add(-1);
 
     private void Fold(ref int delta) => Interlocked.Add(ref _count, Interlocked.Exchange(ref delta, 0));

@@ -71,9 +71,14 @@ internal static class KmemMetrics
 
     private static void Create()
     {
+        Meter? meter = null;
         try
         {
-            var meter = new Meter(MeterName, typeof(KmemMetrics).Assembly.GetName().Version?.ToString());
+            // The meter lives as long as the process (s_meter keeps it, nothing disposes it):
+            // its instruments are observed until exit. Only a failed creation disposes it.
+#pragma warning disable CA2000
+            meter = new Meter(MeterName, typeof(KmemMetrics).Assembly.GetName().Version?.ToString());
+#pragma warning restore CA2000
             AddCacheInstruments(meter);
             AddPageInstruments(meter);
             AddReclaimInstruments(meter);
@@ -87,6 +92,7 @@ internal static class KmemMetrics
         catch (Exception e)
         {
             // On the thread pool an exception would end the process; metrics are not worth that.
+            meter?.Dispose();
             Volatile.Write(ref s_creationFailure, e);
         }
     }

@@ -4,20 +4,36 @@ using Kmem.Slab;
 namespace Kmem.Diagnostics;
 
 /// <summary>One cache's populate/reclaim cycle: null <see cref="Failure"/> when it passed.</summary>
+/// <param name="CacheName">The cache checked (the first name of a merged one).</param>
+/// <param name="ObjectsChecked">Objects of the fresh slab that were constructed and then destructed.</param>
+/// <param name="Failure">
+/// What the cycle threw: a <see cref="LockValidationException"/> for a broken lock rule, a
+/// <see cref="TimeoutException"/> for a cycle that blocked past the timeout, or whatever
+/// the constructor or destructor threw; null when it passed.
+/// </param>
 public sealed record LifecycleCheckResult(string CacheName, int ObjectsChecked, Exception? Failure)
 {
+    /// <summary>True when the cycle ran without an exception (<see cref="Failure"/> is null).</summary>
     public bool Passed => Failure == null;
 }
 
 /// <summary>
-/// The test the thread suggested: walk every cache with a constructor or destructor and
+/// A check to run in your tests: walk every cache with a constructor or destructor and
 /// run a populate/reclaim cycle on it, so a constructor or destructor that breaks the
 /// lock rules is reported now, not on the day reclaim first frees its slab. The leaf-only
-/// rule for destructors is checked in every build; the rest of the rules with
-/// <see cref="LockValidator.IsEnabled"/>. What no validator sees (a <c>lock</c>, a
-/// <see cref="System.Threading.Lock"/>, a wait, I/O) is caught by the forms with a timeout
-/// if it blocks there.
+/// rule for destructors (only <see cref="LeafSpinLock"/>s) is checked in every build; the
+/// rest of the rules (lock order, recursion, nothing under a leaf lock) only with lock
+/// validation on: the AppContext switch <c>Kmem.LockValidation</c> (in a test project,
+/// <c>&lt;RuntimeHostConfigurationOption Include="Kmem.LockValidation" Value="true" /&gt;</c>)
+/// or the environment variable <c>KMEM_LOCK_VALIDATION=1</c>, read once at startup. What no
+/// validator sees (a <c>lock</c>, a <see cref="System.Threading.Lock"/>, a wait, I/O) is
+/// caught by the forms with a timeout if it blocks there.
 /// </summary>
+/// <remarks>
+/// A cycle allocates and frees one slab of each cache, on the calling thread (or one
+/// thread per cache with a timeout), beside whatever else runs: it is safe to run while
+/// the caches are in use, but meant for tests.
+/// </remarks>
 public static class LifecycleCheck
 {
     /// <summary>For each ctor/dtor cache: constructs one fresh slab and destructs it as reclaim would, on this thread.</summary>

@@ -25,10 +25,20 @@ public enum AllocationFailure
 /// </summary>
 public class SlabAllocationException : OutOfMemoryException
 {
+    /// <summary>A failure with a default message and no cache or reason (<see cref="Reason"/> is <see cref="AllocationFailure.PageLimit"/>, the default).</summary>
     public SlabAllocationException() { }
+
+    /// <summary>A failure described by <paramref name="message"/>, with no cache or reason.</summary>
     public SlabAllocationException(string message) : base(message) { }
+
+    /// <summary>A failure described by <paramref name="message"/>, caused by <paramref name="inner"/>.</summary>
     public SlabAllocationException(string message, Exception inner) : base(message, inner) { }
 
+    /// <summary>
+    /// <paramref name="cacheName"/> could not allocate <paramref name="bytes"/> bytes for
+    /// <paramref name="reason"/>; the message says so in words. For code that wraps Kmem
+    /// (a cache of its own) and wants to fail as Kmem does.
+    /// </summary>
     public SlabAllocationException(string cacheName, AllocationFailure reason, nuint bytes)
         : this(cacheName, reason, bytes, Describe(reason))
     {
@@ -42,7 +52,10 @@ public class SlabAllocationException : OutOfMemoryException
         Reason = reason;
     }
 
+    /// <summary>The cache (or allocator: "kmalloc-64", a per-CPU allocator's name) that failed; null when not given.</summary>
     public string? CacheName { get; }
+
+    /// <summary>Why: a limit, an injected fault, the OS, a constructor, a memory group, or a size no allocation can have.</summary>
     public AllocationFailure Reason { get; }
 
     private static string Describe(AllocationFailure reason) => reason switch
@@ -64,10 +77,16 @@ public class SlabAllocationException : OutOfMemoryException
 /// </summary>
 public class SlabUsageException : InvalidOperationException
 {
+    /// <summary>A misuse with a default message, no cache and no address.</summary>
     public SlabUsageException() { }
+
+    /// <summary>A misuse described by <paramref name="message"/>, with no cache and no address.</summary>
     public SlabUsageException(string message) : base(message) { }
+
+    /// <summary>A misuse described by <paramref name="message"/>, caused by <paramref name="inner"/>.</summary>
     public SlabUsageException(string message, Exception inner) : base(message, inner) { }
 
+    /// <summary>A misuse of <paramref name="cacheName"/> (null for none) at <paramref name="address"/> (0 for none).</summary>
     public SlabUsageException(string? cacheName, nint address, string message)
         : base(message)
     {

@@ -92,6 +92,11 @@ public static unsafe partial class Kmalloc
     /// <summary>Frees what <see cref="FreeNoLock"/> deferred, now, on this thread; Shrink and the reclaim thread do it too.</summary>
     public static void DrainDeferredFrees() => DeferredFrees.Drain();
 
+    /// <summary>
+    /// What <see cref="AllocNoLock(nuint, KmallocFlags)"/> and <see cref="FreeNoLock"/> have
+    /// done since the process started. Read without a lock: each count is exact, the
+    /// counts together are a moment's, not one instant's.
+    /// </summary>
     public static NoLockStatistics GetNoLockStatistics() => new(
         AllocNulls: Volatile.Read(ref s_noLockNulls),
         BucketRetries: Volatile.Read(ref s_noLockRetries),

@@ -4,14 +4,21 @@ namespace Kmem.Locking;
 /// A named mutex (kernel: a mutex or a non-leaf spinlock with a lockdep class). The name
 /// is the lock class in the lock order of docs/design.md. Acquisitions, contention and
 /// wait times are counted under the lock itself, so counting costs no atomic. In every
-/// build, taking it inside a leaf-only region (a destructor) throws; with
-/// <see cref="LockValidator"/> on, every acquisition is checked against all the lock rules.
+/// build, taking it inside a leaf-only region (a destructor) throws; with lock validation
+/// on (see <see cref="NamedLock"/>), every acquisition is checked against all the lock rules.
 /// </summary>
-/// <remarks>Not a leaf: locks may be taken while it is held, so a destructor may not take it.</remarks>
+/// <remarks>
+/// Not a leaf: locks may be taken while it is held, so a destructor may not take it (use a
+/// <see cref="LeafSpinLock"/> there). A waiter blocks as on <see cref="System.Threading.Lock"/>,
+/// which it wraps.
+/// </remarks>
 public sealed class KLock : NamedLock
 {
     private readonly Lock _lock = new();
 
+    /// <summary>A mutex of the lock class <paramref name="className"/>.</summary>
+    /// <param name="className">Its class (see <see cref="NamedLock.ClassName"/>): locks that take the same place in your lock order share one.</param>
+    /// <exception cref="ArgumentException"><paramref name="className"/> is null, empty or blank.</exception>
     public KLock(string className)
         : base(className)
     {
@@ -20,6 +27,11 @@ public sealed class KLock : NamedLock
     /// <inheritdoc/>
     public override bool IsLeaf => false;
 
+    /// <summary>Takes the lock, waiting as long as it takes.</summary>
+    /// <exception cref="LockValidationException">
+    /// Called inside a slab destructor, or, with validation on, the acquisition breaks a lock
+    /// rule (recursion included); the lock was not taken.
+    /// </exception>
     public override void Enter()
     {
         LockHook.Run(this, LockHookPoint.Acquiring);
@@ -35,6 +47,8 @@ public sealed class KLock : NamedLock
     }
 
     /// <summary>Takes the lock only if nobody holds it (never waits).</summary>
+    /// <returns>True when the lock was taken.</returns>
+    /// <exception cref="LockValidationException">As for <see cref="Enter"/>, but a try never counts toward the lock order.</exception>
     public override bool TryEnter()
     {
         LockHook.Run(this, LockHookPoint.Acquiring);
@@ -62,6 +76,7 @@ public sealed class KLock : NamedLock
         return true;
     }
 
+    /// <inheritdoc/>
     public override void Exit()
     {
         LockHook.Run(this, LockHookPoint.Releasing);
@@ -69,5 +84,6 @@ public sealed class KLock : NamedLock
         _lock.Exit();
     }
 
+    /// <inheritdoc/>
     public override bool IsHeldByCurrentThread => _lock.IsHeldByCurrentThread;
 }

@@ -6,14 +6,20 @@ namespace Kmem.Locking;
 /// across an allocation, a callback or a wait. Not reentrant.
 /// </summary>
 /// <remarks>
-/// With <see cref="LockValidator"/> on, taking any lock while holding one, or taking one
-/// recursively, throws <see cref="LockValidationException"/> naming both.
+/// This is the lock a slab destructor may take (for a registry its objects are on, say): a
+/// destructor runs in a leaf-only region, where a <see cref="KLock"/> throws. A waiter spins
+/// (with <see cref="SpinWait"/>, which yields and sleeps when the wait is long). With lock
+/// validation on (see <see cref="NamedLock"/>), taking any lock while holding one, or taking
+/// one recursively, throws <see cref="LockValidationException"/> naming both.
 /// </remarks>
 public sealed class LeafSpinLock : NamedLock
 {
     private int _state;
     private int _owner;
 
+    /// <summary>A leaf spinlock of the lock class <paramref name="className"/>.</summary>
+    /// <param name="className">Its class (see <see cref="NamedLock.ClassName"/>).</param>
+    /// <exception cref="ArgumentException"><paramref name="className"/> is null, empty or blank.</exception>
     public LeafSpinLock(string className)
         : base(className)
     {
@@ -22,8 +28,11 @@ public sealed class LeafSpinLock : NamedLock
     /// <inheritdoc/>
     public override bool IsLeaf => true;
 
+    /// <inheritdoc/>
     public override bool IsHeldByCurrentThread => Volatile.Read(ref _owner) == Environment.CurrentManagedThreadId;
 
+    /// <summary>Takes the lock, spinning until it is free. Taking it again on the thread that holds it never returns, unless validation is on (then it throws).</summary>
+    /// <exception cref="LockValidationException">With validation on: a lock is already held under which this one may not be taken (any, when that one is a leaf), or this class is held.</exception>
     public override void Enter()
     {
         LockHook.Run(this, LockHookPoint.Acquiring);
@@ -42,6 +51,8 @@ public sealed class LeafSpinLock : NamedLock
     }
 
     /// <summary>Takes the lock only if it is free (never spins).</summary>
+    /// <returns>True when the lock was taken.</returns>
+    /// <exception cref="LockValidationException">As for <see cref="Enter"/>.</exception>
     public override bool TryEnter()
     {
         Validate(tryLock: true);

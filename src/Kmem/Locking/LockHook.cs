@@ -1,7 +1,7 @@
 namespace Kmem.Locking;
 
 /// <summary>When a <see cref="LockHook"/> runs.</summary>
-public enum LockHookPoint
+internal enum LockHookPoint
 {
     /// <summary>Just before the lock is taken (not held yet).</summary>
     Acquiring,
@@ -17,7 +17,7 @@ public enum LockHookPoint
 /// a tracing hook would. It never runs inside itself. Unset (null) it costs one load and
 /// a branch per lock operation.
 /// </summary>
-public static class LockHook
+internal static class LockHook
 {
     [ThreadStatic] private static bool t_inside;
 

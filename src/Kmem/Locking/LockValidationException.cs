@@ -6,10 +6,20 @@ namespace Kmem.Locking;
 /// recursively, two lock classes taken in both orders, or a cache allocated from inside
 /// its own constructor or destructor. The lock was not taken.
 /// </summary>
+/// <remarks>
+/// The rule against a <see cref="KLock"/> in a destructor is checked in every build; the
+/// others only with lock validation on (see <see cref="NamedLock"/>). Each is a bug in the
+/// code that took the lock: the message names the locks and the chain this thread held.
+/// </remarks>
 public sealed class LockValidationException : InvalidOperationException
 {
+    /// <summary>A report with a default message and no lock names.</summary>
     public LockValidationException() { }
+
+    /// <summary>A report described by <paramref name="message"/>, with no lock names.</summary>
     public LockValidationException(string message) : base(message) { }
+
+    /// <summary>A report described by <paramref name="message"/>, caused by <paramref name="inner"/>.</summary>
     public LockValidationException(string message, Exception inner) : base(message, inner) { }
 
     internal LockValidationException(string message, string? held, string taken, string heldChain, string? otherChain)

@@ -29,7 +29,7 @@ namespace Kmem.Locking;
 /// around it. Use <see cref="LeafSpinLock"/> in destructors, and run
 /// <see cref="Diagnostics.LifecycleCheck.RunAll(TimeSpan)"/> in tests.
 /// </remarks>
-public static class LockValidator
+internal static class LockValidator
 {
     /// <summary>True when locks are validated (fixed at startup).</summary>
     public static bool IsEnabled => Enabled;

@@ -56,6 +56,7 @@ public sealed class MemoryGroup : IDisposable
         }
     }
 
+    /// <summary>The name given to <see cref="CreateChild"/> ("root" for <see cref="Root"/>); shown in errors and statistics, not unique.</summary>
     public string Name { get; }
 
     /// <summary>The parent group; null for <see cref="Root"/>.</summary>
@@ -90,6 +91,7 @@ public sealed class MemoryGroup : IDisposable
     /// <summary>Charges refused because this group's limit would have been passed (failcnt).</summary>
     public long Failures => Volatile.Read(ref _failures);
 
+    /// <summary>True once <see cref="Dispose"/> has taken the group offline: it can no longer be entered or given children.</summary>
     public bool IsOffline => _offline;
 
     /// <summary>Live child groups.</summary>
@@ -129,6 +131,7 @@ public sealed class MemoryGroup : IDisposable
 
         internal EnterScope(MemoryGroup? previous) => _previous = previous;
 
+        /// <summary>Makes the group that was current before <see cref="Enter"/> current again, on this thread (dispose it on the thread that entered).</summary>
         public void Dispose() => t_current = _previous;
     }
 
@@ -194,6 +197,7 @@ public sealed class MemoryGroup : IDisposable
         ChargeStock.Drain(this);
     }
 
+    /// <summary>The name, usage and limit, for logs: <c>memory group 'tenant' (usage 4096 of 67108864)</c>.</summary>
     public override string ToString() => $"memory group '{Name}' (usage {Usage} of {(Limit == long.MaxValue ? "unlimited" : Limit.ToString(System.Globalization.CultureInfo.InvariantCulture))})";
 
     /// <summary>The group a charge recorded under <paramref name="id"/> belongs to now (its nearest online ancestor).</summary>

@@ -126,6 +126,7 @@ public static unsafe class Pages
     /// <summary>Disarms <see cref="FailNthAllocation"/> when disposed.</summary>
     public readonly struct FaultScope : IDisposable
     {
+        /// <summary>Disarms the calling thread's injected fault if it has not fired yet (dispose it on the thread that armed it).</summary>
         public void Dispose() => t_failCountdown = 0;
     }
 

@@ -12,7 +12,9 @@ namespace Kmem;
 /// thread on the same CPU, between reading its CPU number and touching that CPU's unit.
 /// So per-CPU data here is per-CPU for locality (threads on different CPUs touch
 /// different cache lines), not for exclusion: updates must be atomic or tolerate races,
-/// as <see cref="PerCpuCounter"/>'s are.
+/// as <see cref="PerCpuCounter"/>'s are. Use it to index and size per-CPU data of your own:
+/// <see cref="PerCpuPtr{T}"/>'s <c>this[cpu]</c> takes 0 to <see cref="PossibleCpus"/> - 1.
+/// Both members are safe to read from any thread.
 /// </remarks>
 public static class CpuTopology
 {
@@ -21,7 +23,7 @@ public static class CpuTopology
 
     /// <summary>
     /// The unit of the CPU the calling thread ran on recently: the processor number is
-    /// read again every <see cref="RefreshEvery"/> calls (it costs several nanoseconds),
+    /// read again every 64 calls on a thread (it costs several nanoseconds),
     /// so after a migration a thread keeps its old CPU's unit for a few more uses. That
     /// costs locality, never correctness: per-CPU data here is updated atomically. A
     /// processor number beyond <see cref="PossibleCpus"/> (affinity or cgroup quirks)
@@ -43,7 +45,7 @@ public static class CpuTopology
     }
 
     /// <summary>Uses of a cached processor number before it is read again.</summary>
-    public const int RefreshEvery = 64;
+    internal const int RefreshEvery = 64;
 
     private const int UsesBits = 8;
     private const int UsesMask = (1 << UsesBits) - 1;

@@ -9,6 +9,7 @@
  */
 
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using Kmem.Locking;
@@ -76,6 +77,7 @@ public sealed unsafe class PerCpuAllocator : IDisposable
     /// <summary>True once <see cref="Dispose"/> freed its chunks (racy read, for metrics).</summary>
     internal bool IsDisposed => Volatile.Read(ref _disposed);
 
+    /// <summary>The name given at creation; it names the allocator in errors and statistics (<c>kmem.percpu.allocator.name</c>).</summary>
     public string Name { get; }
 
     /// <summary>Copies per area: <see cref="CpuTopology.PossibleCpus"/>.</summary>
@@ -94,6 +96,8 @@ public sealed unsafe class PerCpuAllocator : IDisposable
     /// <param name="count">Elements per CPU.</param>
     /// <param name="account">Charge the area (size × CPUs) to the current <see cref="MemoryGroup"/> (GFP_ACCOUNT).</param>
     /// <exception cref="SlabAllocationException">No memory, or the group's limit.</exception>
+    [SuppressMessage("ApiDesign", "RS0026:Do not add multiple public overloads with optional parameters",
+        Justification = "Alloc<T>(count) and Alloc(size, align) differ in generic arity and required parameters: no call binds to both.")]
     public PerCpuPtr<T> Alloc<T>(int count = 1, bool account = false) where T : unmanaged
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
@@ -103,6 +107,8 @@ public sealed unsafe class PerCpuAllocator : IDisposable
 
     /// <summary>An area of <paramref name="size"/> bytes per CPU, aligned to <paramref name="align"/>, zeroed on every CPU.</summary>
     /// <exception cref="SlabAllocationException">No memory, or the group's limit.</exception>
+    [SuppressMessage("ApiDesign", "RS0026:Do not add multiple public overloads with optional parameters",
+        Justification = "See Alloc<T>: the two overloads cannot be confused.")]
     public PerCpuPtr<byte> Alloc(int size, int align, bool account = false)
     {
         if (!TryAlloc(size, align, out PerCpuPtr<byte> area, out AllocationFailure failure, out string? detail, account))
@@ -445,6 +451,10 @@ public sealed unsafe class PerCpuAllocator : IDisposable
         }
     }
 
+    /// <summary>
+    /// A snapshot of the allocator's chunks, areas, bytes and lock figures. Takes the area
+    /// lock (a leaf) for a moment, so it may be called from a destructor; safe from any thread.
+    /// </summary>
     public PerCpuStatistics GetStatistics()
     {
         int chunks, empty, areas;

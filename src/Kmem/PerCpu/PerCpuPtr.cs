@@ -67,16 +67,22 @@ public readonly unsafe struct PerCpuPtr<T> : IEquatable<PerCpuPtr<T>>
     /// <summary><c>foreach (ref T v in area)</c>: every possible CPU's copy, CPU 0 first.</summary>
     public Enumerator GetEnumerator() => new(_unit0);
 
+    /// <summary>True when both name the same area (the same <see cref="Address"/>).</summary>
     public bool Equals(PerCpuPtr<T> other) => _unit0 == other._unit0;
 
+    /// <summary>True for a <see cref="PerCpuPtr{T}"/> of the same area.</summary>
     public override bool Equals(object? obj) => obj is PerCpuPtr<T> other && Equals(other);
 
+    /// <summary>A hash of <see cref="Address"/>.</summary>
     public override int GetHashCode() => _unit0.GetHashCode();
 
+    /// <summary>True when both name the same area.</summary>
     public static bool operator ==(PerCpuPtr<T> left, PerCpuPtr<T> right) => left.Equals(right);
 
+    /// <summary>True when they name different areas.</summary>
     public static bool operator !=(PerCpuPtr<T> left, PerCpuPtr<T> right) => !left.Equals(right);
 
+    /// <summary>The address, for logs: <c>percpu 0x7f...</c>.</summary>
     public override string ToString() => $"percpu 0x{_unit0:x}";
 
     private static void ThrowBadCpu(int cpu) =>
@@ -94,8 +100,10 @@ public readonly unsafe struct PerCpuPtr<T> : IEquatable<PerCpuPtr<T>>
             _cpu = -1;
         }
 
+        /// <summary>Moves to the next CPU; false after the last possible one.</summary>
         public bool MoveNext() => ++_cpu < CpuTopology.PossibleCpus;
 
+        /// <summary>The copy of CPU <see cref="Cpu"/>, by reference.</summary>
         public readonly ref T Current => ref *(T*)(_unit0 + (nint)_cpu * PerCpuAllocator.UnitSize);
 
         /// <summary>The CPU whose copy <see cref="Current"/> is.</summary>

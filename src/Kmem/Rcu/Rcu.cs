@@ -168,6 +168,11 @@ public static unsafe partial class Rcu
             Synchronize();
     }
 
+    /// <summary>
+    /// Grace periods, reader registrations and callbacks since the process started. Read
+    /// without a lock, so it never waits (callable inside a read-side section); each count
+    /// is exact, the counts together are a moment's, not one instant's.
+    /// </summary>
     public static RcuStatistics GetStatistics() => new(
         GracePeriods: Volatile.Read(ref s_gracePeriods),
         SharedGracePeriods: Volatile.Read(ref s_sharedGracePeriods),
@@ -289,6 +294,9 @@ public static unsafe partial class Rcu
 /// <summary>An open read-side section; <see cref="Dispose"/> ends it. From <see cref="Rcu.Read"/>.</summary>
 public readonly ref struct RcuReadSection
 {
+    /// <summary>Ends the section (<see cref="Rcu.ReadUnlock"/>), on the thread that began it; sections nest.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1822:Mark members as static",
+        Justification = "using (Rcu.Read()) needs an instance Dispose; the section's state is the thread's, so the struct is empty.")]
     public void Dispose() => Rcu.ReadUnlock();
 }
