@@ -42,14 +42,16 @@ internal static class DemoCharts
         ["percpu-cache"] = "#ff7f0e",
     };
 
-    /// <summary>Every chart of a demo run: throughput-W and mutex-W for each workload W.</summary>
+    /// <summary>Every chart of a demo run: throughput-W and mutex-W for each workload W. The caller owns (and disposes) the plots.</summary>
     public static List<Chart> Build(IReadOnlyList<DemoOutput.RunRecord> records, DemoEnvironment env)
     {
         var charts = new List<Chart>();
         foreach (string w in Workloads(records))
         {
+#pragma warning disable CA2000 // ownership passes to the returned list; Write disposes every plot
             charts.Add(new Chart($"throughput-{w}", Throughput(records, w, env)));
             charts.Add(new Chart($"mutex-{w}", MutexPerLifetime(records, w, env)));
+#pragma warning restore CA2000
         }
         return charts;
     }
@@ -59,13 +61,22 @@ internal static class DemoCharts
     {
         Directory.CreateDirectory(folder);
         var files = new List<string>();
-        foreach (Chart chart in Build(records, env))
+        List<Chart> charts = Build(records, env);
+        try
         {
-            string svg = Path.Combine(folder, chart.Name + ".svg"), png = Path.Combine(folder, chart.Name + ".png");
-            chart.Plot.SaveSvg(svg, Width, Height);
-            chart.Plot.SavePng(png, Width, Height);
-            files.Add(svg);
-            files.Add(png);
+            foreach (Chart chart in charts)
+            {
+                string svg = Path.Combine(folder, chart.Name + ".svg"), png = Path.Combine(folder, chart.Name + ".png");
+                chart.Plot.SaveSvg(svg, Width, Height);
+                chart.Plot.SavePng(png, Width, Height);
+                files.Add(svg);
+                files.Add(png);
+            }
+        }
+        finally
+        {
+            foreach (Chart chart in charts)
+                chart.Plot.Dispose();
         }
         return files;
     }
