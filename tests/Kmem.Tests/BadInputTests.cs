@@ -163,6 +163,11 @@ public unsafe class BadInputTests
         Assert.Throws<SlabUsageException>(() => Kmalloc.FreeRcu(big + 65_536));
         Assert.Throws<SlabUsageException>(() => Kmalloc.FreeNoLock(big + 65_536));
         Assert.Equal((nuint)303_104, Kmalloc.UsableSize(big));   // untouched by the refused frees
+        using (var cache = SlabCache.Create("not-a-large-block", 64, TestOptions.Unmerged))
+        {
+            e = Assert.Throws<SlabUsageException>(() => cache.Free(big + 8192));   // past the mapped first page
+            Assert.Contains("belongs to a large kmalloc allocation", e.Message);
+        }
         Kmalloc.Free(big);
         e = Assert.Throws<SlabUsageException>(() => Kmalloc.Free(big));
         Assert.Contains("not held by any slab", e.Message);

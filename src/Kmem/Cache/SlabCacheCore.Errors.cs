@@ -15,6 +15,8 @@ internal sealed unsafe partial class SlabCacheCore
             ThrowDisposed(obj);
         if (obj == null)
             throw new SlabUsageException(Name, 0, $"cache '{Name}': Free(null)");
+        if (slab == null)
+            slab = LargeBlocks.FindCovering(obj);   // only a large block's first page is in the page map
         if (slab == null || (byte*)obj < slab->Block || (byte*)obj >= slab->Block + slab->BlockSize)
             throw new SlabUsageException(Name, (nint)obj, $"cache '{Name}': 0x{(nint)obj:x} is not held by any slab of this allocator (never allocated, already returned, or foreign memory)");
         string owner = slab->Kind == BlockKind.Large ? "a large kmalloc allocation" : $"cache '{SlabCacheRegistry.Get(slab->CacheIndex).Name}'";

@@ -212,31 +212,54 @@ internal sealed unsafe partial class SlabCacheCore
         long drained = 0;
         System.Diagnostics.Debug.Assert(_drainLock.IsHeldByCurrentThread, "sheaf_drain not held");
         List<(int Id, nint Sheaf)> asked = _sheafTable.BeginDrain(kill, only);
-        foreach ((int id, nint sheaf) in asked)
+        int handled = 0;
+        try
         {
-            var s = (Sheaf*)sheaf;
-            if (only != null && Volatile.Read(ref s->Busy) != 0)
+            for (; handled < asked.Count; handled++)
             {
-                // Busy after D2 with an exited owner: either it died inside its sheaf
-                // without unwinding (a native thread exit from a callback), and waiting
-                // would never end, or the finalizer recycled the id since DeadIds and a new,
-                // live owner is inside. Either way nothing is taken: the request is
-                // withdrawn (State back to Open, Count untouched, as if never asked), so a
-                // live owner goes on, and the id is not recycled by this pass.
-                Volatile.Write(ref s->State, Sheaf.StateOpen);
-                only.Remove(id);
-                continue;
+                (int id, nint sheaf) = asked[handled];
+                var s = (Sheaf*)sheaf;
+                if (only != null && Volatile.Read(ref s->Busy) != 0)
+                {
+                    // Busy after D2 with an exited owner: either the finalizer recycled the
+                    // id since DeadIds and a new, live owner is inside, or the owner died
+                    // inside its fast path without unwinding (a native thread exit from a
+                    // callback; the fast paths call nothing, so managed code cannot). Nothing
+                    // is taken: the request is withdrawn (State back to Open, Count
+                    // untouched, as if never asked), so a live owner goes on, and the id is
+                    // not recycled by this pass.
+                    Volatile.Write(ref s->State, Sheaf.StateOpen);
+                    only.Remove(id);
+                    continue;
+                }
+                SheafTable.WaitIdle(s);
+                if (s->Count > 0)
+                {
+                    using (_listLock.Scope())
+                        ReturnToSlabs(Sheaf.Objects(s), s->Count, ref release);
+                    drained += s->Count;
+                    s->Count = 0;
+                }
+                if (!kill)
+                    SheafTable.EndDrain(s);
             }
-            SheafTable.WaitIdle(s);
-            if (s->Count > 0)
+        }
+        finally
+        {
+            // A throw (the validator or a lock hook refusing list_lock, no memory for a
+            // report) must not leave the sheaves not reached asking their owners to wait
+            // for a drain that is over: they go back to Open with their objects. The one
+            // being drained when it threw (its owner idle: WaitIdle never throws) may have
+            // given part of its objects back already, so it is reopened empty: what it
+            // still held is lost to a leak report, never handed out twice. Dead stays Dead.
+            if (!kill && handled < asked.Count)
             {
-                using (_listLock.Scope())
-                    ReturnToSlabs(Sheaf.Objects(s), s->Count, ref release);
-                drained += s->Count;
-                s->Count = 0;
+                var current = (Sheaf*)asked[handled].Sheaf;
+                current->Count = 0;
+                Volatile.Write(ref current->State, Sheaf.StateOpen);
+                for (int i = handled + 1; i < asked.Count; i++)
+                    Volatile.Write(ref ((Sheaf*)asked[i].Sheaf)->State, Sheaf.StateOpen);
             }
-            if (!kill)
-                SheafTable.EndDrain(s);
         }
         if (kill)
             _sheafTable.Kill(asked);

@@ -21,7 +21,7 @@ namespace Kmem.PageLayer;
 /// (it is resident), in <see cref="Bytes"/>, not in <see cref="Pages.BytesInUse"/>. So
 /// BytesHeld == dirty pages + dedicated bytes holds as before.</para>
 /// <para>Bound: at most <see cref="BytesPerOrder"/> per order per CPU, and one block of
-/// the orders above that, so a CPU holds at most about 8 MiB here. The reclaim thread
+/// the orders above that, so a CPU holds at most 7 MiB here (five orders of 1 MiB, one 2 MiB block). The reclaim thread
 /// gives blocks back to the zone once they are older than Pages.PurgeDelay (and the zone
 /// then purges them), <see cref="Pages.Trim"/> at once, and an allocation about to map a
 /// new arena drains them first (the kernel's drain_all_pages before it fails).</para>

@@ -315,7 +315,16 @@ public static class Reclaim
         if (PageLayer.PageReserve.NeedsRefill)
             PageLayer.PageReserve.Refill();
         // Before the snapshot: a cache an exited thread used was created before it exited.
-        List<(int Id, int Generation)> exited = Sheaves.ThreadSlot.DeadIds();
+        List<(int Id, int Generation)> exited;
+        try
+        {
+            exited = Sheaves.ThreadSlot.DeadIds();
+        }
+        catch (Exception e)
+        {
+            RecordFailure(e);   // never the end of reclaim: the pass goes on without reaping
+            exited = [];
+        }
         List<SlabCacheCore> caches = SlabCacheRegistry.Snapshot();
         if (exited.Count > 0 && !ReapExitedThreads(exited, caches))
             return false;   // replaced while in a cache: the new worker runs the passes
@@ -432,17 +441,30 @@ public static class Reclaim
         }
         if (everyCache)
         {
-            foreach (var (id, generation) in exited)
+            try
             {
-                // Found busy: died inside its sheaf, so out of circulation for good (a no-op
-                // if the finalizer recycled the id meanwhile and a live owner was inside).
-                if (!ids.Contains(id))
-                    Sheaves.ThreadSlot.Quarantine(id, generation);
-                else if (Sheaves.ThreadSlot.Recycle(id, generation))
-                    Interlocked.Increment(ref s_exitedThreadsReaped);
+                RecycleReaped(exited, ids);
+            }
+            catch (Exception e)
+            {
+                RecordFailure(e);
             }
         }
         return true;
+    }
+
+    /// <summary>Recycles the drained ids; an id found busy (removed from <paramref name="ids"/>) is quarantined.</summary>
+    private static void RecycleReaped(List<(int Id, int Generation)> exited, HashSet<int> ids)
+    {
+        foreach (var (id, generation) in exited)
+        {
+            // Found busy: died inside its sheaf, so out of circulation for good (a no-op
+            // if the finalizer recycled the id meanwhile and a live owner was inside).
+            if (!ids.Contains(id))
+                Sheaves.ThreadSlot.Quarantine(id, generation);
+            else if (Sheaves.ThreadSlot.Recycle(id, generation))
+                Interlocked.Increment(ref s_exitedThreadsReaped);
+        }
     }
 
     private static void RunShrinkers()

@@ -172,11 +172,21 @@ internal static unsafe class ThreadSlot
             Sheaf.Destroy((Sheaf*)s);
     }
 
+    /// <summary>
+    /// Tests: false stops the finalizer's fallback, so that a GC between a thread's exit and
+    /// the reclaim pass cannot recycle the id first (the reclaim thread still does).
+    /// </summary>
+    internal static bool FinalizerRecycles = true;
+
     private sealed class Holder(int id, int generation)
     {
         // The thread is dead: it holds no sheaf address any more. A no-op if the reclaim
         // thread recycled the id first.
-        ~Holder() => RecycleIf(id, generation);
+        ~Holder()
+        {
+            if (Volatile.Read(ref FinalizerRecycles))
+                RecycleIf(id, generation);
+        }
     }
 }
 

@@ -54,6 +54,14 @@ internal static unsafe class LargeBlocks
         h->Block = (byte*)block;
         h->BlockSize = rounded;
         h->LargeSize = rounded;
+        // The entry's top 16 bits are the tag: a header address must fit below them (glibc's
+        // malloc on x86-64 and arm64 Linux; a heap that tags pointers, as Android's does, would not).
+        if (((ulong)h >> PageMap.TagShift) != 0)
+        {
+            NativeMemory.Free(h);
+            Pages.FreeBlock(block, rounded);
+            throw new PlatformNotSupportedException($"kmalloc: the native heap returned 0x{(nint)h:x}, above the page map's 48-bit addresses");
+        }
         PageMap.SetHead(block, h);   // one store: the other granules stay null (a compound page's tail)
         Interlocked.Add(ref s_bytes, (long)rounded);
         Interlocked.Increment(ref s_count);
@@ -114,7 +122,7 @@ internal static unsafe class LargeBlocks
     /// read a header that is being freed; it never writes.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static SlabHeader* FindCovering(void* p)
+    internal static SlabHeader* FindCovering(void* p)
     {
         SlabHeader* below = PageMap.FindBlockBelow(p, MaxSize);
         return below != null && below->Kind == BlockKind.Large && (byte*)p < below->Block + below->BlockSize ? below : null;
