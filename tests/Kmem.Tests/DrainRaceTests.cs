@@ -280,4 +280,54 @@ public unsafe class DrainRaceTests
         }
         return h.Size % 8 == 0 || *((byte*)h.Address + h.Size - 1) == (byte)h.Stamp;
     }
+
+    [Fact]
+    public void Statistics_beside_draining_never_count_an_object_twice()
+    {
+        // GetStatistics reads the parked counts under barn_lock and list_lock, and every move
+        // of parked objects happens inside those sections: active stays within [0, live].
+        using var cache = SlabCache.Create("stats-beside-drains", 64, TestOptions.Unmerged);
+        const int MaxLive = 200;
+        using var stop = new ManualResetEventSlim(false);
+        var bad = new ConcurrentQueue<string>();
+        var workers = Enumerable.Range(0, 2).Select(t => new Thread(() =>
+        {
+            var random = new Random(t);
+            var live = new List<nint>();
+            while (!stop.IsSet)
+            {
+                if (live.Count < MaxLive && random.Next(2) == 0)
+                    live.Add((nint)cache.Alloc());
+                else if (live.Count > 0)
+                {
+                    int i = random.Next(live.Count);
+                    cache.Free((void*)live[i]);
+                    live.RemoveAt(i);
+                }
+            }
+            foreach (nint p in live)
+                cache.Free((void*)p);
+        })).ToList();
+        var drainer = new Thread(() =>
+        {
+            while (!stop.IsSet)
+                cache.Shrink();
+        });
+        workers.ForEach(w => w.Start());
+        drainer.Start();
+        var until = Stopwatch.StartNew();
+        long reads = 0;
+        while (until.Elapsed < TimeSpan.FromSeconds(1.5))
+        {
+            SlabCacheStatistics s = cache.GetStatistics();
+            reads++;
+            if (s.ActiveObjects < 0 || s.ActiveObjects > 2 * MaxLive)
+                bad.Enqueue($"active {s.ActiveObjects}, cached {s.CachedObjects}");
+        }
+        stop.Set();
+        workers.ForEach(w => w.Join());
+        drainer.Join();
+        Assert.True(bad.IsEmpty, $"{bad.Count} of {reads} reads out of range, e.g. {string.Join("; ", bad.Take(3))}");
+        Assert.Equal(0, cache.GetStatistics().ActiveObjects);
+    }
 }

@@ -216,9 +216,16 @@ internal sealed unsafe partial class SlabCacheCore
     /// <summary>A snapshot of the cache's counts (its root's, for an alias); also after Dispose.</summary>
     internal SlabCacheStatistics GetStatistics()
     {
-        long cached = _disposed ? 0 : _sheafTable.CachedObjects() + _barn.Objects;
+        // barn_lock, then list_lock (the lock order), then the sheaves' counts under
+        // sheaf_table (a leaf): every move of parked objects between a sheaf, the barn and
+        // the slabs happens inside one of those sections (a drain and a flush zero or cut a
+        // sheaf's Count in the list_lock section that returns its objects), so no object is
+        // counted both out of the slabs and parked, and active never goes below zero while
+        // a drain runs beside this. Only the owners' own pops and pushes move meanwhile.
+        using (_barn.Lock.Scope())
         using (_listLock.Scope())
         {
+            long cached = _disposed ? 0 : _sheafTable.CachedObjects() + _barn.Objects;
             long active = _objectsOut - cached;
             long total = _slabCount * _layout.Objects;
             return new SlabCacheStatistics(

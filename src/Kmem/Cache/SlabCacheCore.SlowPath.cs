@@ -141,9 +141,9 @@ internal sealed unsafe partial class SlabCacheCore
                     {
                         excess = ReturnToSlabs(Sheaf.Objects(s), half, ref release);
                         _sheafFlushes++;
+                        s->Count -= half;   // with the slabs' counts, for GetStatistics; the objects move below
                     }
-                    new Span<nint>(Sheaf.Objects(s) + half, s->Count - half).CopyTo(new Span<nint>(Sheaf.Objects(s), s->Count - half));
-                    s->Count -= half;
+                    new Span<nint>(Sheaf.Objects(s) + half, s->Count).CopyTo(new Span<nint>(Sheaf.Objects(s), s->Count));
                 }
             }
             Sheaf.Objects(s)[s->Count++] = obj;
@@ -235,10 +235,14 @@ internal sealed unsafe partial class SlabCacheCore
                 SheafTable.WaitIdle(s);
                 if (s->Count > 0)
                 {
-                    using (_listLock.Scope())
-                        ReturnToSlabs(Sheaf.Objects(s), s->Count, ref release);
                     drained += s->Count;
-                    s->Count = 0;
+                    // Count drops under list_lock with the slabs' counts, so GetStatistics
+                    // (which reads both under it) never counts these objects twice.
+                    using (_listLock.Scope())
+                    {
+                        ReturnToSlabs(Sheaf.Objects(s), s->Count, ref release);
+                        s->Count = 0;
+                    }
                 }
                 if (!kill)
                     SheafTable.EndDrain(s);
@@ -269,8 +273,10 @@ internal sealed unsafe partial class SlabCacheCore
         {
             void** parked = _barn.Parked(out int count);
             using (_listLock.Scope())
+            {
                 ReturnToSlabs(parked, count, ref release);
-            _barn.Clear();
+                _barn.Clear();   // under list_lock, as a sheaf's Count is (GetStatistics)
+            }
         }
         return drained;
     }
