@@ -132,7 +132,10 @@ public unsafe class MetricsTests
     {
         using var recorder = new KmemMeterRecorder();
         IReadOnlyList<Instrument> instruments = recorder.Instruments;
-        Assert.Equal(typeof(SlabCache).Assembly.GetName().Version?.ToString(), instruments[0].Meter.Version);
+        string? informational = typeof(SlabCache).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().Single().InformationalVersion;
+        Assert.Equal(informational.Split('+')[0], instruments[0].Meter.Version);   // the package version, not MinVer's major.0.0.0
+        Assert.DoesNotContain("+", instruments[0].Meter.Version);
         string[] expected =
         [
             "kmem.cache.objects.active", "kmem.cache.objects.total", "kmem.cache.slabs", "kmem.cache.memory.held",

@@ -39,6 +39,23 @@ namespace Kmem.Diagnostics;
 /// </remarks>
 internal static class KmemMetrics
 {
+    /// <summary>
+    /// The meter's version: the package version (the informational version without its
+    /// "+commit" suffix, e.g. 0.1.0-alpha.0.94), not the assembly version, which MinVer
+    /// keeps at major.0.0.0 and so says nothing.
+    /// </summary>
+    internal static string? PackageVersion
+    {
+        get
+        {
+            string? v = typeof(KmemMetrics).Assembly
+                .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+                .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion;
+            int plus = v?.IndexOf('+', StringComparison.Ordinal) ?? -1;
+            return plus >= 0 ? v![..plus] : v ?? typeof(KmemMetrics).Assembly.GetName().Version?.ToString();
+        }
+    }
+
     /// <summary>The meter's name (what <c>--counters</c> and <c>AddMeter</c> are given).</summary>
     public const string MeterName = "Kmem";
 
@@ -77,7 +94,7 @@ internal static class KmemMetrics
             // The meter lives as long as the process (s_meter keeps it, nothing disposes it):
             // its instruments are observed until exit. Only a failed creation disposes it.
 #pragma warning disable CA2000
-            meter = new Meter(MeterName, typeof(KmemMetrics).Assembly.GetName().Version?.ToString());
+            meter = new Meter(MeterName, PackageVersion);
 #pragma warning restore CA2000
             AddCacheInstruments(meter);
             AddPageInstruments(meter);
