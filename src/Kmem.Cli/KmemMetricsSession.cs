@@ -22,8 +22,11 @@ internal enum SessionReadKind
     Canceled,
 }
 
-/// <summary>A read: its kind, and the snapshot for <see cref="SessionReadKind.Snapshot"/>.</summary>
-internal readonly record struct SessionRead(SessionReadKind Kind, RemoteSnapshot? Snapshot = null);
+/// <summary>
+/// A read: its kind, the snapshot for <see cref="SessionReadKind.Snapshot"/>, and for
+/// <see cref="SessionReadKind.TargetExited"/> what is odd about the exit, if anything.
+/// </summary>
+internal readonly record struct SessionRead(SessionReadKind Kind, RemoteSnapshot? Snapshot = null, string? Note = null);
 
 /// <summary>
 /// An EventPipe session in another .NET process on the runtime's
@@ -43,6 +46,18 @@ internal sealed class KmemMetricsSession : IDisposable
     /// per cache); above it the target reports TimeSeriesLimitReached and leaves caches out.
     /// </summary>
     internal const int MaxTimeSeries = 20_000;
+
+    /// <summary>
+    /// How long the target may take to answer the request for a session. It answers in
+    /// milliseconds, unless its runtime is stuck: .NET 10.0.12 can deadlock when a
+    /// session enables MetricsEventSource just as another thread makes the process's first
+    /// use of ArrayPool (dotnet/runtime#119014), and the client library would wait for
+    /// the answer forever.
+    /// </summary>
+    internal static readonly TimeSpan AttachTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long a Dispose waits for the target to acknowledge the session's stop, for the same reason.</summary>
+    private static readonly TimeSpan s_stopTimeout = TimeSpan.FromSeconds(3);
 
     private readonly KmemMetricsCollector _collector;
     // Not disposed: the reader thread may still add its End to it after a Dispose that
@@ -104,10 +119,19 @@ internal sealed class KmemMetricsSession : IDisposable
             // payloads are read, and both would cost the target work at every event.
             var config = new EventPipeSessionConfiguration([Provider(sessionId, interval)],
                 circularBufferSizeMB: 16, requestRundown: false, requestStackwalk: false);
-            EventPipeSession session = client.StartEventPipeSession(config);
+            EventPipeSession session;
+            using (var answered = new CancellationTokenSource(AttachTimeout))
+                session = client.StartEventPipeSessionAsync(config, answered.Token).GetAwaiter().GetResult();
             var result = new KmemMetricsSession(target, session, interval, sessionId);
             result._reader.Start();
             return result;
+        }
+        catch (OperationCanceledException e)
+        {
+            string message = $"process {target} did not answer the request for an EventPipe session within {AttachTimeout.TotalSeconds:0} s: "
+                + "its runtime is stuck or stopped (.NET 10.0.12 can deadlock when a session starts during the process's start-up, dotnet/runtime#119014)";
+            target.Dispose();
+            throw new TargetProcessException(message, e);
         }
         catch (Exception e) when (e is ServerNotAvailableException or IOException or UnauthorizedAccessException or TimeoutException)
         {
@@ -151,7 +175,7 @@ internal sealed class KmemMetricsSession : IDisposable
             case End end:
                 _end = end;
                 if (end.Failure is null)
-                    return new SessionRead(SessionReadKind.TargetExited);
+                    return new SessionRead(SessionReadKind.TargetExited, Note: end.Note);
                 throw new TargetProcessException(end.Failure, end.Exception!);
             default:
                 throw new InvalidOperationException($"unexpected item {item}");
@@ -188,19 +212,31 @@ internal sealed class KmemMetricsSession : IDisposable
         {
             // Disposing closed the stream under the parser; nobody reads any more.
         }
-        if (failure is null && Volatile.Read(ref _disposed) == 0 && !TargetExitsSoon())
-            failure = $"process {Target} ended the EventPipe session while still running"
-                + (exception is null ? "" : $": {exception.Message}");
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            _queue.Add(new End(null, null));   // nobody reads any more
+            return;
+        }
         if (failure is not null)
-            exception ??= new InvalidOperationException(failure);
-        _queue.Add(new End(failure, exception));
+        {
+            _queue.Add(new End(failure, exception ?? new InvalidOperationException(failure)));
+            return;
+        }
+        if (TargetExitsSoon())
+            _queue.Add(new End(null, null));
+        else if (exception is null)
+            // Nothing but the target's own runtime ends a session cleanly (at shutdown, or on
+            // our stop): it is shutting down, and stuck at it.
+            _queue.Add(new End(null, null, "closed the session, as a runtime does when it shuts down, but has not exited 5 s later"));
+        else
+            _queue.Add(new End($"the EventPipe stream from process {Target} broke while it still runs: {exception.Message}", exception));
     }
 
     /// <summary>
     /// The stream ends a moment before the process is gone: the runtime closes its sessions
     /// during its shutdown, after the ProcessExit handlers, and the rest of it takes some
-    /// 10 to 150 ms here, more on a loaded machine. A session that ends with the process
-    /// still there five seconds later was ended by something else.
+    /// 10 to 150 ms here, more on a loaded machine. A process still there five seconds later
+    /// is stuck in its shutdown (the stream ended cleanly) or its stream broke.
     /// </summary>
     private bool TargetExitsSoon()
     {
@@ -226,11 +262,16 @@ internal sealed class KmemMetricsSession : IDisposable
             try
             {
                 // The runtime flushes and closes the stream, so the parser returns by itself.
-                _session.Stop();
+                using var stopped = new CancellationTokenSource(s_stopTimeout);
+                _session.StopAsync(stopped.Token).GetAwaiter().GetResult();
             }
             catch (Exception e) when (e is ServerNotAvailableException or IOException or DiagnosticsClientException or TimeoutException)
             {
                 // The target is gone: its end of the stream is closed already.
+            }
+            catch (OperationCanceledException)
+            {
+                // The target is stuck; disposing the session below closes our end.
             }
             _reader.Join(TimeSpan.FromSeconds(5));
         }
@@ -239,6 +280,9 @@ internal sealed class KmemMetricsSession : IDisposable
         Target.Dispose();
     }
 
-    /// <summary>The session is over: the target exited (<see cref="Failure"/> null) or it failed.</summary>
-    private sealed record End(string? Failure, Exception? Exception);
+    /// <summary>
+    /// The session is over: the target exited (<see cref="Failure"/> null; <see cref="Note"/>
+    /// when it ended the session but is still there) or the session failed.
+    /// </summary>
+    private sealed record End(string? Failure, Exception? Exception, string? Note = null);
 }

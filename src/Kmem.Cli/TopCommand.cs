@@ -156,7 +156,7 @@ internal sealed class TopCommand(IAnsiConsole console) : KmemCommand<TopSettings
                         return null;
                     break;
                 case SessionReadKind.TargetExited:
-                    return $"kmem top: process {session.Target} exited";
+                    return $"kmem top: process {session.Target} {read.Note ?? "exited"}";
                 case SessionReadKind.TimedOut:
                     throw new TargetProcessException($"process {session.Target} sent no metrics within {timeout.TotalSeconds:0.#} s "
                         + "of attaching: its System.Diagnostics.Metrics EventSource did not answer");

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using Kmem;
@@ -42,6 +43,12 @@ if (useKmem && !published.Wait(TimeSpan.FromSeconds(30)))
     Console.Error.WriteLine("the Kmem meter was not published within 30 s");
     return 1;
 }
+// The first use of ArrayPool runs ArrayPoolEventSource's static constructor, which takes
+// EventListenersLock; a session enabling MetricsEventSource holds that lock and uses
+// ArrayPool (string interpolation) under it. Both at once deadlock .NET 10.0.12
+// (dotnet/runtime#119014), and a test attaches right after "ready", when this thread's
+// next steps may be the process's first use. Done here, it is over before any session.
+ArrayPool<char>.Shared.Return(ArrayPool<char>.Shared.Rent(16));
 Console.WriteLine("ready");
 Console.Out.Flush();
 
