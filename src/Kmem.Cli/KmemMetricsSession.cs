@@ -185,8 +185,8 @@ internal sealed class KmemMetricsSession : IDisposable
     /// <summary>The reader thread: parses the stream until it ends, then says why it ended.</summary>
     private void ReadEvents()
     {
-        string? failure = null;
         Exception? exception = null;
+        bool fatalQueued = false;
         try
         {
             using var source = new EventPipeEventSource(_session.EventStream);
@@ -197,11 +197,16 @@ internal sealed class KmemMetricsSession : IDisposable
                 RemoteSnapshot? snapshot = _collector.OnEvent(e.EventName, name => PayloadOrNull(e, name));
                 if (snapshot is not null)
                     _queue.Add(snapshot);
-                if (_collector.Fatal is not null)
+                if (_collector.Fatal is { } fatal && !fatalQueued)
+                {
+                    // Said now: StopProcessing does not end Process() on a live stream that
+                    // keeps bringing the other session's events; our Dispose ends it.
+                    fatalQueued = true;
+                    _queue.Add(new End(fatal, new InvalidOperationException(fatal)));
                     source.StopProcessing();
+                }
             };
             source.Process();
-            failure = _collector.Fatal;
         }
         catch (Exception e) when (Volatile.Read(ref _disposed) == 0)
         {
@@ -212,14 +217,9 @@ internal sealed class KmemMetricsSession : IDisposable
         {
             // Disposing closed the stream under the parser; nobody reads any more.
         }
-        if (Volatile.Read(ref _disposed) != 0)
+        if (fatalQueued || Volatile.Read(ref _disposed) != 0)
         {
-            _queue.Add(new End(null, null));   // nobody reads any more
-            return;
-        }
-        if (failure is not null)
-        {
-            _queue.Add(new End(failure, exception ?? new InvalidOperationException(failure)));
+            _queue.Add(new End(null, null));   // said already, or nobody reads any more
             return;
         }
         if (TargetExitsSoon())

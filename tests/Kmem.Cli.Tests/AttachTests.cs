@@ -138,6 +138,26 @@ public class AttachTests
         Assert.DoesNotContain("<active_objs>", r.Output);
     }
 
+    [Fact]
+    public void A_second_metrics_session_is_refused_with_exit_2_and_the_first_goes_on()
+    {
+        string cache = TargetApp.UniqueCacheName();
+        using var target = TargetApp.Start(cache, Objects);
+        using var first = KmemMetricsSession.Start(target.Id, TimeSpan.FromSeconds(0.3));
+        Assert.Equal(SessionReadKind.Snapshot, first.Read(TimeSpan.FromSeconds(10), CancellationToken.None).Kind);
+
+        var clock = Stopwatch.StartNew();
+        CommandAppResult r = Run("slabinfo", "-p", target.Pid);
+
+        Assert.Equal(KmemApp.UsageError, r.ExitCode);
+        Assert.Contains("another tool is reading the process's metrics", r.Output);
+        // Said at once, not after the wait for values.
+        Assert.True(clock.Elapsed < TopCommand.FirstValuesGrace, $"{clock.Elapsed}");
+        SessionRead later = first.Read(TimeSpan.FromSeconds(10), CancellationToken.None);
+        Assert.Equal(SessionReadKind.Snapshot, later.Kind);
+        Assert.Equal(Objects, Assert.Single(later.Snapshot!.Caches, c => c.Name == cache).ActiveObjects);
+    }
+
     [Theory]
     [InlineData("top")]
     [InlineData("slabinfo")]
