@@ -43,12 +43,17 @@ if (useKmem && !published.Wait(TimeSpan.FromSeconds(30)))
     Console.Error.WriteLine("the Kmem meter was not published within 30 s");
     return 1;
 }
-// The first use of ArrayPool runs ArrayPoolEventSource's static constructor, which takes
-// EventListenersLock; a session enabling MetricsEventSource holds that lock and uses
-// ArrayPool (string interpolation) under it. Both at once deadlock .NET 10.0.12
-// (dotnet/runtime#119014), and a test attaches right after "ready", when this thread's
-// next steps may be the process's first use. Done here, it is over before any session.
+// Two event sources whose first use takes EventListenersLock in their static
+// constructors, while a thread holding that lock for MetricsEventSource waits for them:
+// .NET 10.0.12 deadlocks. ArrayPoolEventSource: a session's start formats strings (so
+// rents from ArrayPool) under the lock (dotnet/runtime#119014). TplEventSource: the first
+// CollectionStart event (a Start opcode) wakes the activity tracker, which reads it, on
+// the collection thread that the shutdown's disable of MetricsEventSource joins under the
+// lock (seen here as a target that never exited). A test attaches right after "ready" and
+// may let the target exit right after its first collection; both are initialized first.
 ArrayPool<char>.Shared.Return(ArrayPool<char>.Shared.Rent(16));
+if (Type.GetType("System.Threading.Tasks.TplEventSource, System.Private.CoreLib") is { } tpl)
+    System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(tpl.TypeHandle);
 Console.WriteLine("ready");
 Console.Out.Flush();
 
