@@ -14,7 +14,8 @@ public static class KmemApp
     /// <summary>
     /// The exit code of a command line kmem cannot run: an unknown command or option, a
     /// bad or missing value, options that do not go together, or misuse of the allocator
-    /// that it reports (<see cref="SlabUsageException"/>, <see cref="SlabAllocationException"/>).
+    /// that it reports (<see cref="SlabUsageException"/>, <see cref="SlabAllocationException"/>),
+    /// or a process `kmem top` and `kmem slabinfo -p` cannot read (<see cref="TargetProcessException"/>).
     /// 1 stays for a run whose checks failed.
     /// </summary>
     public const int UsageError = 2;
@@ -66,9 +67,17 @@ public static class KmemApp
                 + "--pages: the page layer against the C allocators installed.")
             .WithExample("bench", "--quick")
             .WithExample("bench", "--pages", "--kmalloc-only", "--quick");
+        config.AddCommand<TopCommand>("top")
+            .WithDescription("A live slabtop of another .NET process's Kmem caches, read from its Kmem meter over the runtime's "
+                + "diagnostics channel: objects, slabs and memory per cache, and the page layer's totals.")
+            .WithExample("top", "-p", "1234")
+            .WithExample("top", "-p", "1234", "--sort", "active", "--interval", "2")
+            .WithExample("top", "-p", "1234", "--count", "3");
         config.AddCommand<SlabInfoCommand>("slabinfo")
-            .WithDescription("How to see the slabinfo table: kmem has no caches of its own and cannot read another process's yet, "
-                + "so it shows how to print the table from code, and that kmem stress prints one over a real workload.");
+            .WithDescription("With -p PID: another .NET process's slabinfo table, once, from its Kmem meter. "
+                + "Without: how to see the table (kmem has no caches of its own).")
+            .WithExample("slabinfo", "-p", "1234")
+            .WithExample("slabinfo");
     }
 
     private static int HandleException(IAnsiConsole console, Exception e)
@@ -80,6 +89,10 @@ public static class KmemApp
                 return UsageError;
             case CommandAppException:
                 console.MarkupLineInterpolated($"[red]Error:[/] {e.Message}");
+                return UsageError;
+            case TargetProcessException:
+                // The process named cannot be read: as much a line kmem cannot run as a bad option.
+                console.MarkupLineInterpolated($"[red]kmem: {e.Message}[/]");
                 return UsageError;
             case SlabUsageException or SlabAllocationException:
                 console.MarkupLineInterpolated($"[red]kmem: {e.Message}[/]");

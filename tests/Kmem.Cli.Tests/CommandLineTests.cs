@@ -20,7 +20,7 @@ public partial class CommandLineTests
         return app.Run(args);
     }
 
-    public static TheoryData<string> Commands => ["demo", "stress", "bench", "slabinfo"];
+    public static TheoryData<string> Commands => ["demo", "stress", "bench", "top", "slabinfo"];
 
     /// <summary>The start of the first line a command prints when it really runs (help never prints it).</summary>
     private static string Header(string command) => $"kmem {command}:";
@@ -35,7 +35,7 @@ public partial class CommandLineTests
         Assert.Equal(0, r.ExitCode);
         Assert.Contains("USAGE:", r.Output);
         Assert.Contains("kmem [OPTIONS] <COMMAND>", r.Output);
-        foreach (string command in new[] { "demo", "stress", "bench", "slabinfo" })
+        foreach (string command in new[] { "demo", "stress", "bench", "top", "slabinfo" })
             Assert.Matches(new Regex($@"^\s+{command}\s+\S", RegexOptions.Multiline), r.Output);
         Assert.Contains("--version", r.Output);
     }
@@ -44,7 +44,8 @@ public partial class CommandLineTests
     [InlineData("demo", "--quick", "--seconds", "--json <FILE>", "--out <DIR>")]
     [InlineData("stress", "--quick", "--threads <N>", "--seconds")]
     [InlineData("bench", "--quick", "--pages", "--kmalloc-only", "--big")]
-    [InlineData("slabinfo")]
+    [InlineData("top", "--process-id <PID>", "--interval <SECONDS>", "--count <N>", "--sort <KEY>")]
+    [InlineData("slabinfo", "--process-id <PID>", "--timeout <SECONDS>")]
     public void Command_help_lists_its_options_and_runs_nothing(string command, params string[] options)
     {
         foreach (string help in new[] { "--help", "-h" })
@@ -141,6 +142,18 @@ public partial class CommandLineTests
     [InlineData("--seconds must be more than 0", "demo", "--seconds", "NaN")]
     [InlineData("Unexpected argument 'extra': kmem demo takes none", "demo", "--", "extra")]
     [InlineData("Unknown command 'extra'", "slabinfo", "extra")]
+    [InlineData("kmem top needs -p PID", "top")]
+    [InlineData("kmem top needs -p PID", "top", "--count", "1")]
+    [InlineData("-p takes a process id, a number more than 0: '0' is not one", "top", "-p", "0")]
+    [InlineData("-p takes a process id, a number more than 0: '-5' is not one", "slabinfo", "-p", "-5")]
+    [InlineData("-p takes a process id, a number more than 0: 'me' is not one", "top", "-p", "me")]
+    [InlineData("--interval must be from 0.1 to 3600 seconds", "top", "-p", "1", "--interval", "0.05")]
+    [InlineData("--interval must be from 0.1 to 3600 seconds", "top", "-p", "1", "--interval", "NaN")]
+    [InlineData("--count must be 0 (no limit) or more", "top", "-p", "1", "--count", "-1")]
+    [InlineData("Failed to convert 'x' to Int32", "top", "-p", "1", "--count", "x")]
+    [InlineData("Failed to convert 'size' to TopSort", "top", "-p", "1", "--sort", "size")]
+    [InlineData("--timeout needs -p", "slabinfo", "--timeout", "5")]
+    [InlineData("--timeout must be more than 0", "slabinfo", "-p", "1", "--timeout", "0")]
     public void A_bad_value_or_combination_exits_2_saying_why(string message, params string[] args)
     {
         CommandAppResult r = Run(args);
@@ -154,6 +167,8 @@ public partial class CommandLineTests
         CommandAppResult r = Run("slabinfo");
         Assert.Equal(0, r.ExitCode);
         Assert.StartsWith("kmem slabinfo: slab caches live in the process that creates them", r.Output);
+        Assert.Contains("kmem slabinfo -p PID", r.Output);
+        Assert.Contains("kmem top -p PID", r.Output);
         Assert.Contains(SlabInfoCommand.CodeExample, r.Output);
         Assert.Contains("kmem stress --quick", r.Output);
         Assert.DoesNotContain("─", r.Output);   // no table
