@@ -1,3 +1,5 @@
+// CA2000: TestConsole's fluent setters (Width, Interactive) return the console they were called on, which the using disposes; the analyzer cannot see that.
+#pragma warning disable CA2000
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Kmem.Cli;
@@ -22,7 +24,8 @@ public class AttachTests
     /// </summary>
     private static CommandAppResult Run(TestConsole? console, params string[] args)
     {
-        var app = new CommandAppTester(null, new CommandAppTesterSettings(), console ?? new TestConsole().Width(200));
+        using var own = console == null ? new TestConsole().Width(200) : null;
+        var app = new CommandAppTester(null, new CommandAppTesterSettings(), console ?? own!);
         app.Configure(KmemApp.Configure);
         return app.Run(args);
     }
@@ -79,7 +82,7 @@ public class AttachTests
     {
         string cache = TargetApp.UniqueCacheName();
         using var target = TargetApp.Start(cache, Objects);
-        var console = new TestConsole().Width(200).Interactive().SupportsAnsi(true);
+        using var console = new TestConsole().Width(200).Interactive().SupportsAnsi(true);
 
         CommandAppResult r = Run(console, "top", "-p", target.Pid, "--count", "2", "--interval", "0.5");
 
